@@ -1,0 +1,1 @@
+"""Pulumi ComponentResources, one module per tier, and the typed stack config."""
