@@ -1,0 +1,1 @@
+"""Dynamic providers and the engine-free logic behind them."""
