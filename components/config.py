@@ -16,6 +16,7 @@ the exact same models as `pulumi up`. Only `from_pulumi()` touches the Pulumi SD
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -692,9 +693,20 @@ def _site_access_problems(site: EdgeSite, path: str) -> list[Problem]:
         _check_url(site.host, schemes)
     except ValueError as exc:
         return [Problem(f"{path}.host", site.host, str(exc))]
-    if urlparse(site.host).scheme == "ssh" and site.ssh_key_ref is None:
-        return [Problem(f"{path}.sshKeyRef", None, "a secret reference to the SSH private key for an ssh:// host")]
-    return []
+    problems: list[Problem] = []
+    if runtime == "native" and site.ssh_key_ref is None:
+        # Docker over ssh:// uses the operator's ssh-agent; native units need the key itself.
+        problems.append(Problem(f"{path}.sshKeyRef", None,
+                                "a secret reference to the SSH private key for runtime 'native'"))
+    for j, svc in enumerate(site.services):
+        # Outside Kubernetes there is no scheduler to spread replicas or share ports.
+        if svc.replicas != 1:
+            problems.append(Problem(f"{path}.services[{j}].replicas", svc.replicas,
+                                    f"1 for runtime {runtime!r} (only kubernetes sites run replicas)"))
+        if runtime == "native" and not svc.exec_start:
+            problems.append(Problem(f"{path}.services[{j}].execStart", None,
+                                    "the command the systemd unit runs, for runtime 'native'"))
+    return problems
 
 
 # ------------------------------------------------------------------------- loading
@@ -769,11 +781,14 @@ def from_pulumi() -> StackConfig:
     conf = pulumi.Config(NAMESPACE)
     raw: dict[str, Any] = {}
     for key in TOP_LEVEL_KEYS:
-        value = conf.get_object(key)
-        if value is None:
-            value = conf.get(key)
-        if value is not None:
-            raw[key] = value
+        text = conf.get(key)
+        if text is None:
+            continue
+        # Structured values arrive as JSON text; plain strings (environment) do not parse.
+        try:
+            raw[key] = json.loads(text)
+        except json.JSONDecodeError:
+            raw[key] = text
     if "environment" not in raw:
         raw["environment"] = pulumi.get_stack()
     return load_config(raw)

@@ -1,0 +1,196 @@
+"""Render the edgefabric program under Pulumi mocks: what a stack would register.
+
+`render(raw_config)` runs `__main__.py` fresh in this process against an in-memory
+monitor and returns every registered resource with its type, logical name, inputs,
+parent and provider. The unit tests, `make render`, the policy run over rendered stacks
+and `bench/render.py` all use it, so there is one way to render a stack without cloud
+credentials.
+
+Mocked outputs are chosen by resource type so that the program's `apply`s see realistic
+shapes (a cluster endpoint, a load-balancer IP, an Azure kubeconfig list, ...).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import runpy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.runtime import mocks as pmocks
+from pulumi.runtime import settings as psettings
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from components.config import NAMESPACE, raw_from_stack_file
+
+ROOT = Path(__file__).resolve().parent.parent
+MAIN = ROOT / "__main__.py"
+
+
+@dataclass
+class Registered:
+    urn: str
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    parent: str
+    provider: str
+    custom: bool
+    secret_inputs: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Rendered:
+    stack: str
+    resources: list[Registered]
+    outputs: dict[str, Any]
+    secret_outputs: set[str]
+    namespace: dict[str, Any]
+
+    def of_type(self, typ: str) -> list[Registered]:
+        return [r for r in self.resources if r.type == typ]
+
+    def by_urn(self) -> dict[str, Registered]:
+        return {r.urn: r for r in self.resources}
+
+
+def mock_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Plausible provider outputs per type, merged over the inputs."""
+    out = dict(inputs)
+    if typ == "aws:eks/cluster:Cluster":
+        out.update(endpoint=f"https://{name}.eks.example.com",
+                   certificateAuthority={"data": base64.b64encode(b"mock-ca").decode()},
+                   arn=f"arn:aws:eks:us-east-1:123456789012:cluster/{inputs.get('name', name)}")
+    elif typ == "aws:iam/role:Role":
+        out.update(arn=f"arn:aws:iam::123456789012:role/{name}", name=name)
+    elif typ == "gcp:container/cluster:Cluster":
+        out.update(endpoint="34.87.0.10", masterAuth={"clusterCaCertificate": "bW9jay1jYQ=="})
+    elif typ == "azure-native:containerservice:ManagedCluster":
+        out.setdefault("name", name)
+    elif typ == "kubernetes:core/v1:Service":
+        spec = inputs.get("spec") or {}
+        if spec.get("type") == "LoadBalancer":
+            out["status"] = {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}
+    elif typ == "docker:index/remoteImage:RemoteImage":
+        out["imageId"] = f"sha256:{'0' * 64}"
+    return out
+
+
+class _Mocks(pmocks.Mocks):
+    def new_resource(self, args: pmocks.MockResourceArgs) -> tuple[str, dict]:
+        return f"{args.name}-id", mock_outputs(args.typ, args.name, args.inputs)
+
+    def call(self, args: pmocks.MockCallArgs) -> dict:
+        if args.token == "azure-native:containerservice:listManagedClusterUserCredentials":
+            kubeconfig = json.dumps({"apiVersion": "v1", "kind": "Config", "clusters": []})
+            return {"kubeconfigs": [{"name": "clusterUser",
+                                     "value": base64.b64encode(kubeconfig.encode()).decode()}]}
+        return {}
+
+
+class _Monitor(pmocks.MockMonitor):
+    """Records parent and provider of each registration, which MockResourceArgs omits."""
+
+    def __init__(self, mocks: pmocks.Mocks) -> None:
+        super().__init__(mocks)
+        self.registered: list[Registered] = []
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        from google.protobuf import json_format
+
+        inputs = json_format.MessageToDict(request.object)
+        self.registered.append(Registered(
+            urn=response.urn, type=request.type, name=request.name, inputs=_unwrap(inputs),
+            parent=request.parent, provider=request.provider, custom=request.custom,
+            secret_inputs={k for k, v in inputs.items() if _is_secret(v)},
+        ))
+        return response
+
+
+
+_SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+
+
+def _is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("4dabf18193072939515e22adb298388d") == _SECRET_SIG
+
+
+def _unwrap(value: Any) -> Any:
+    """Strip secret envelopes so assertions see plain values (secret-ness is kept apart)."""
+    if _is_secret(value):
+        return _unwrap(value.get("value"))
+    if isinstance(value, dict):
+        return {k: _unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap(v) for v in value]
+    return value
+
+
+def mock_secret_values(raw: Mapping[str, Any]) -> dict[str, str]:
+    """Secret config keys that `config:` references in a stack need, with fake values."""
+    text = json.dumps(raw)
+    keys = {part.split('"')[0] for part in text.split('"config:')[1:]}
+    return {key: f"mock-secret-{key}" for key in keys}
+
+
+def render(raw: Mapping[str, Any], *, stack: str = "test", preview: bool = False,
+           env: Mapping[str, str] | None = None) -> Rendered:
+    """Run the program under mocks with `raw` as the `edgefabric:` config.
+
+    `raw` maps top-level keys to values (as `raw_from_stack_file` returns). Secure values
+    and the secrets that `config:` references name are replaced with fake ones.
+    Raises what the program raises (e.g. `ConfigError`).
+    """
+    import os
+
+    plain = {k: v for k, v in raw.items() if not (isinstance(v, dict) and "secure" in v)}
+    config = {f"{NAMESPACE}:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in plain.items()}
+    secrets = mock_secret_values(plain)
+    config.update({f"{NAMESPACE}:{k}": v for k, v in secrets.items()})
+    pulumi.runtime.set_all_config(config, secret_keys=[f"{NAMESPACE}:{k}" for k in secrets])
+
+    saved_env = dict(os.environ)
+    # `env:` references resolve from the environment; give each a fake value unless set.
+    for name in {part.split('"')[0] for part in json.dumps(plain).split('"env:')[1:]}:
+        os.environ.setdefault(name, f"mock-env-{name}")
+    os.environ.update(env or {})
+    psettings.set_root_resource(None)  # type: ignore[arg-type]
+    monitor = _Monitor(_Mocks())
+    pmocks.set_mocks(_Mocks(), project="edgefabric", stack=stack, preview=preview, monitor=monitor)
+    namespace: dict[str, Any] = {}
+    try:
+        def run() -> None:
+            namespace.update(runpy.run_path(str(MAIN), run_name="__main__"))
+
+        _sync_await(run_pulumi_func(run))
+        # Under mocks the root stack finished before the program ran, so exports were never
+        # registered; resolve them here, keeping which ones are secret.
+        outputs, secret_outputs = _sync_await(_resolve_exports(psettings.get_root_resource().outputs))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return Rendered(stack=stack, resources=monitor.registered, outputs=outputs,
+                    secret_outputs=secret_outputs, namespace=namespace)
+
+
+async def _resolve_exports(exports: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
+    values: dict[str, Any] = {}
+    secret: set[str] = set()
+    for name, value in exports.items():
+        out = pulumi.Output.from_input(value)
+        values[name] = await out.future()
+        if await out.is_secret():
+            secret.add(name)
+    return values, secret
+
+
+def render_stack_file(path: Path | str, **kwargs: Any) -> Rendered:
+    path = Path(path)
+    stack = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+    return render(raw_from_stack_file(path), stack=stack, **kwargs)
