@@ -253,14 +253,19 @@ class AzureTmBackend:
         if (current.get("tags") or {}) != body["tags"]:
             return False
 
-        def eps(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-            keys = ("target", "targetResourceId", "endpointStatus", "weight", "geoMapping", "minChildEndpoints")
-            return {
-                e["name"]: {k: (sorted(v) if isinstance(v, list) else v) for k, v in e.get("properties", {}).items() if k in keys}
-                for e in items
-            }
+        # Compare only what we set: the service fills defaults (weight, priority,
+        # monitor status) that a re-PUT would not change.
+        def norm(v: Any) -> Any:
+            return sorted(v) if isinstance(v, list) else v
 
-        return eps(props.get("endpoints", [])) == eps(want["endpoints"])
+        have = {e.get("name"): e.get("properties", {}) for e in props.get("endpoints", [])}
+        if set(have) != {e["name"] for e in want["endpoints"]}:
+            return False
+        for ep in want["endpoints"]:
+            cur = have[ep["name"]]
+            if any(norm(cur.get(k)) != norm(v) for k, v in ep["properties"].items()):
+                return False
+        return True
 
     def apply(self, spec: RecordSpec, plan: Plan) -> ApplyResult:
         client = self._client()

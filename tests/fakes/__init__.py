@@ -1,0 +1,1 @@
+"""In-repo fake vendor APIs that validate every request against published schemas."""
