@@ -1,0 +1,1 @@
+"""The edgefabric CrossGuard policy pack (`pulumi preview --policy-pack policies`)."""

@@ -1,0 +1,15 @@
+"""edgefabric policies, one module per area. `ALL_POLICIES` is what the pack enforces."""
+
+from __future__ import annotations
+
+from pulumi_policy import Policy
+
+from . import clusters, placement, secrets, tags, workloads
+
+ALL_POLICIES: list[Policy] = [
+    *tags.POLICIES,
+    *workloads.POLICIES,
+    *clusters.POLICIES,
+    *placement.POLICIES,
+    *secrets.POLICIES,
+]
