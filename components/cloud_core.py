@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
@@ -23,19 +22,11 @@ import pulumi_kubernetes as k8s
 
 from components.config import ClusterSize, CoreService, StackConfig
 from components.labels import cloud_tags, k8s_labels
+from components.providers import cloud_provider
 from components.workloads import PodShape, default_limits, deploy_service
 
 TIER = "core"
 CORE_NAMESPACE = "edgefabric-core"
-
-
-@dataclass(frozen=True)
-class CloudProviders:
-    """The explicit cloud providers of a stack; a missing one means that cloud is off."""
-
-    aws: aws.Provider | None = None
-    azure: azure_native.Provider | None = None
-    gcp: gcp.Provider | None = None
 
 
 class CloudCore(pulumi.ComponentResource):
@@ -49,15 +40,16 @@ class CloudCore(pulumi.ComponentResource):
     kubeconfig: pulumi.Output[str]
     ingress_address: pulumi.Output[str]
 
-    def __init__(self, cloud: str, cfg: StackConfig, providers: CloudProviders,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, cloud: str, cfg: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("edgefabric:core:CloudCore", cloud, None, opts)
         self.cloud = cloud
         self._env = cfg.environment
         self._tags = cloud_tags(cfg.environment, TIER, cloud, cfg.tags)
         size = cfg.core.clusters[cloud]
         build = {"aws": self._eks, "azure": self._aks, "gcp": self._gke}[cloud]
-        cluster_name, kubeconfig = build(cfg, size, providers)
+        # The cloud's provider belongs to this component, like the cluster it creates.
+        provider = cloud_provider(cloud, cfg, self)
+        cluster_name, kubeconfig = build(cfg, size, provider)
         self.cluster_name = cluster_name
         self.kubeconfig = pulumi.Output.secret(kubeconfig)
         self.k8s_provider = k8s.Provider(
@@ -72,10 +64,9 @@ class CloudCore(pulumi.ComponentResource):
 
     # ------------------------------------------------------------------ clusters
 
-    def _eks(self, cfg: StackConfig, size: ClusterSize, providers: CloudProviders
+    def _eks(self, cfg: StackConfig, size: ClusterSize, provider: pulumi.ProviderResource
              ) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
-        assert providers.aws is not None, "aws provider missing for an enabled cloud"
-        opts = pulumi.ResourceOptions(parent=self, provider=providers.aws)
+        opts = pulumi.ResourceOptions(parent=self, provider=provider)
         name = f"edgefabric-{cfg.environment}"
         vpc = aws.ec2.Vpc("aws-vpc", cidr_block="10.40.0.0/16", enable_dns_hostnames=True,
                           enable_dns_support=True, tags={**self._tags, "Name": name}, opts=opts)
@@ -121,10 +112,9 @@ class CloudCore(pulumi.ComponentResource):
             }))
         return cluster.name, kubeconfig
 
-    def _aks(self, cfg: StackConfig, size: ClusterSize, providers: CloudProviders
+    def _aks(self, cfg: StackConfig, size: ClusterSize, provider: pulumi.ProviderResource
              ) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
-        assert providers.azure is not None, "azure provider missing for an enabled cloud"
-        opts = pulumi.ResourceOptions(parent=self, provider=providers.azure)
+        opts = pulumi.ResourceOptions(parent=self, provider=provider)
         group = azure_native.resources.ResourceGroup(
             "azure-rg", resource_group_name=f"edgefabric-{cfg.environment}",
             location=cfg.clouds.azure.location, tags=self._tags, opts=opts)
@@ -147,14 +137,13 @@ class CloudCore(pulumi.ComponentResource):
             tags=self._tags, opts=opts)
         creds = azure_native.containerservice.list_managed_cluster_user_credentials_output(
             resource_group_name=group.name, resource_name=cluster.name,
-            opts=pulumi.InvokeOutputOptions(parent=self, provider=providers.azure))
+            opts=pulumi.InvokeOutputOptions(parent=self, provider=provider))
         kubeconfig = creds.kubeconfigs[0].value.apply(lambda v: base64.b64decode(v).decode())
         return cluster.name, kubeconfig
 
-    def _gke(self, cfg: StackConfig, size: ClusterSize, providers: CloudProviders
+    def _gke(self, cfg: StackConfig, size: ClusterSize, provider: pulumi.ProviderResource
              ) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
-        assert providers.gcp is not None, "gcp provider missing for an enabled cloud"
-        opts = pulumi.ResourceOptions(parent=self, provider=providers.gcp)
+        opts = pulumi.ResourceOptions(parent=self, provider=provider)
         name = f"edgefabric-{cfg.environment}"
         # The default pool cannot be tuned; replace it with one we own and can scale.
         cluster = gcp.container.Cluster(

@@ -520,6 +520,8 @@ class Problem:
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # show 30, as the user wrote it, not 30.0
     text = repr(value)
     return text if len(text) <= 120 else text[:117] + "..."
 

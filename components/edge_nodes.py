@@ -145,6 +145,9 @@ class EdgeSiteComponent(pulumi.ComponentResource):
         connection = command.remote.ConnectionArgs(
             host=url.hostname or "", port=url.port or 22, user=url.username or "root",
             private_key=resolve(site.ssh_key_ref, f"{self._path}.sshKeyRef"))
+        # The command provider has no settings, but an explicit one keeps every resource of
+        # the stack on a provider the program chose.
+        provider = command.Provider(f"{site.name}-command", opts=pulumi.ResourceOptions(parent=self))
         for svc in site.services:
             unit = f"edgefabric-{svc.name}.service"
             body = systemd_unit(svc, self._env, site.name)
@@ -158,7 +161,7 @@ class EdgeSiteComponent(pulumi.ComponentResource):
                         f"sudo rm -f /etc/systemd/system/{unit} && sudo systemctl daemon-reload"),
                 # Re-run the update when the unit text changes.
                 triggers=[body],
-                opts=pulumi.ResourceOptions(parent=self))
+                opts=pulumi.ResourceOptions(parent=self, provider=provider))
 
 
 def systemd_unit(svc: EdgeService, environment: str, site: str) -> str:

@@ -1,0 +1,62 @@
+# edgefabric — the two commands a newcomer needs are `make demo` and `make test`.
+# Every target sets up what it needs first; each set-up step is idempotent and cached.
+
+SHELL := /bin/bash
+PY    := venv/bin/python
+STACK ?= local
+FROM  ?= dev
+TO    ?= staging
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k failover -x"`.
+PYTEST_ARGS ?=
+
+.PHONY: help setup contracts engine pdns demo test test-unit lint render promote-check local-env-up local-env-down clean
+
+help:
+	@echo "make demo           real 'pulumi up' of the local stack, then a live failover"
+	@echo "make test           the whole test suite (starts the services it needs)"
+	@echo "make setup          venv from requirements.txt (cached, idempotent)"
+	@echo "make contracts      solc + anvil from npm, compile contracts/build/ServiceRegistry.json"
+	@echo "make engine         build the Pulumi CLI from Go modules into .tools/bin (cached)"
+	@echo "make lint           ruff"
+	@echo "make render STACK=prod            Markdown summary of a stack rendered under mocks"
+	@echo "make promote-check FROM=dev TO=staging   schema check between two stack configs"
+
+setup:
+	@scripts/bootstrap.sh venv
+
+contracts: setup
+	@scripts/bootstrap.sh contracts
+	@$(PY) contracts/compile.py
+
+engine:
+	@tools/pulumi-engine/build.sh
+
+pdns:
+	@scripts/bootstrap.sh pdns
+
+demo: setup contracts engine pdns
+	@$(PY) scripts/demo.py
+
+test: setup contracts engine pdns
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: setup
+	@venv/bin/ruff check .
+
+render: setup
+	@$(PY) scripts/render.py --stack $(STACK)
+
+promote-check: setup
+	@$(PY) scripts/promote_check.py --from $(FROM) --to $(TO)
+
+local-env-up: setup contracts pdns
+	@scripts/local-env up
+
+local-env-down:
+	@scripts/local-env down
+
+clean:
+	rm -rf .tools .pulumi-home .state .local-env .render

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Install what edgefabric needs, idempotently. Each step is skipped when already done.
+#
+#   scripts/bootstrap.sh venv        Python venv from requirements.txt (one resolution)
+#   scripts/bootstrap.sh contracts   solc-js + anvil from the npm registry (npm ci)
+#   scripts/bootstrap.sh pdns        PowerDNS + sqlite backend from Debian packages
+#   scripts/bootstrap.sh all
+#
+# Expensive results live in ${EDGEFABRIC_CACHE:-~/.cache/edgefabric}, outside the clone,
+# so a fresh clone on the same machine (CI) reuses them; `venv` is a symlink into it.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${EDGEFABRIC_CACHE:-$HOME/.cache/edgefabric}"
+PYTHON="${PYTHON:-python3}"
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+venv() {
+  local key
+  key="$( (cat "$ROOT/requirements.txt"; "$PYTHON" -c 'import sys; print(sys.version)') | sha256sum | cut -c1-16)"
+  local target="$CACHE/venv-$key"
+  if [ ! -x "$target/bin/python" ] || [ ! -f "$target/.complete" ]; then
+    say "creating Python venv ($target); first time takes a few minutes"
+    rm -rf "$target"
+    mkdir -p "$CACHE"
+    "$PYTHON" -m venv "$target"
+    "$target/bin/pip" install --quiet --upgrade pip
+    # One resolution for everything: pulumi-policy pins protobuf 5.29.x.
+    "$target/bin/pip" install --quiet --progress-bar off -r "$ROOT/requirements.txt"
+    touch "$target/.complete"
+  fi
+  if [ "$(readlink "$ROOT/venv" 2>/dev/null)" != "$target" ]; then
+    if [ -e "$ROOT/venv" ] && [ ! -L "$ROOT/venv" ]; then
+      say "replacing the plain venv/ folder with a link to the cached venv"
+      rm -rf "$ROOT/venv"
+    fi
+    ln -sfn "$target" "$ROOT/venv"
+  fi
+}
+
+contracts() {
+  if [ ! -f "$ROOT/contracts/node_modules/.package-lock.json" ] \
+     || [ "$ROOT/contracts/package-lock.json" -nt "$ROOT/contracts/node_modules/.package-lock.json" ]; then
+    say "installing solc-js and anvil from the npm registry (npm ci)"
+    (cd "$ROOT/contracts" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
+pdns() {
+  if ! command -v pdns_server >/dev/null 2>&1 && [ ! -x /usr/sbin/pdns_server ] \
+     || [ ! -e /usr/lib/x86_64-linux-gnu/pdns/libgsqlite3backend.so ] && ! ls /usr/lib/*/pdns/libgsqlite3backend.so >/dev/null 2>&1; then
+    say "installing PowerDNS (pdns-server, pdns-backend-sqlite3) from Debian packages"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # policy-rc.d 101 keeps apt from starting a system-wide pdns on port 53.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    apt-get install -y -qq pdns-server pdns-backend-sqlite3 sqlite3 >/dev/null
+    rm -f /usr/sbin/policy-rc.d
+  fi
+}
+
+case "${1:-all}" in
+  venv) venv ;;
+  contracts) contracts ;;
+  pdns) pdns ;;
+  all) venv; contracts; pdns ;;
+  *) echo "usage: $0 venv|contracts|pdns|all" >&2; exit 2 ;;
+esac
