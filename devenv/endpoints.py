@@ -183,7 +183,12 @@ class LocalEndpoints:
                 state = self.control_file(cloud).read_text().strip()
             except FileNotFoundError:
                 state = "healthy"
-            out[cloud] = {"ip": self._ip(cloud), "port": self.port, "running": self.is_running(cloud), "health": state}
+            out[cloud] = {
+                "ip": self._ip(cloud),
+                "port": self.port,
+                "running": self.is_running(cloud),
+                "health": state,
+            }
         return out
 
 
@@ -208,17 +213,17 @@ def _handler(cloud: str, control: Path) -> type[BaseHTTPRequestHandler]:
             except FileNotFoundError:
                 return True
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server API
+        def do_GET(self) -> None:
             if self.path.split("?")[0] == "/health":
                 ok = self._healthy()
                 self._send(200 if ok else 503, "ok\n" if ok else "unhealthy\n")
             else:
                 self._send(200, json.dumps({"cloud": cloud}) + "\n")
 
-        def do_HEAD(self) -> None:  # noqa: N802
+        def do_HEAD(self) -> None:
             self.do_GET()
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             if self.path in ("/admin/healthy", "/admin/unhealthy"):
                 tmp = control.with_suffix(".tmp")
                 tmp.write_text(self.path.rsplit("/", 1)[1])
@@ -227,7 +232,7 @@ def _handler(cloud: str, control: Path) -> type[BaseHTTPRequestHandler]:
             else:
                 self._send(404, "not found\n")
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
+        def log_message(self, format: str, *args: object) -> None:
             return
 
     return Handler

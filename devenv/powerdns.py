@@ -11,6 +11,7 @@ the REST API on `api_port` guarded by an api key, and LUA records enabled.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -117,14 +118,14 @@ def stop_pid(pid: int, timeout_s: float = 10.0) -> None:
         except ChildProcessError:
             pass
         time.sleep(0.05)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _binary() -> str:
-    path = shutil.which("pdns_server") or ("/usr/sbin/pdns_server" if Path("/usr/sbin/pdns_server").exists() else None)
+    path = shutil.which("pdns_server") or (
+        "/usr/sbin/pdns_server" if Path("/usr/sbin/pdns_server").exists() else None
+    )
     if not path:
         raise PowerDnsStartError(f"pdns_server not found; install it: {INSTALL_HINT}")
     return path

@@ -20,7 +20,7 @@ State machine (per target), with an injectable clock so tests run instantly:
 from __future__ import annotations
 
 import asyncio
-import socket
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -119,10 +119,8 @@ async def _probe_http(probe: HttpProbe, timeout_s: float) -> tuple[bool, str]:
         status_line = await reader.readline()
     finally:
         writer.close()
-        try:
+        with contextlib.suppress(OSError):
             await writer.wait_closed()
-        except OSError:
-            pass
     fields = status_line.decode("latin-1").split()
     if len(fields) < 2 or not fields[1].isdigit():
         return False, f"malformed status line {status_line[:60]!r}"
@@ -135,10 +133,8 @@ async def _probe_http(probe: HttpProbe, timeout_s: float) -> tuple[bool, str]:
 async def _probe_tcp(probe: TcpProbe, _timeout_s: float) -> tuple[bool, str]:
     _reader, writer = await asyncio.open_connection(probe.host, probe.port)
     writer.close()
-    try:
+    with contextlib.suppress(OSError):
         await writer.wait_closed()
-    except OSError:
-        pass
     return True, "connected"
 
 
@@ -171,7 +167,7 @@ async def probe_once(probe: Probe, timeout_s: float) -> ProbeResult:
         raise TypeError(f"unknown probe {probe!r}")
     try:
         ok, detail = await asyncio.wait_for(runner(probe, timeout_s), timeout=timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         ok, detail = False, f"timeout after {timeout_s}s"
     except (OSError, UnicodeError, ValueError) as exc:
         ok, detail = False, f"{type(exc).__name__}: {exc}"
@@ -303,13 +299,18 @@ class HealthTracker:
 
     @classmethod
     def from_evidence(
-        cls, thresholds: Thresholds, evidence: Mapping[str, Mapping[str, object]] | None, clock: Clock = time.time
+        cls,
+        thresholds: Thresholds,
+        evidence: Mapping[str, Mapping[str, object]] | None,
+        clock: Clock = time.time,
     ) -> HealthTracker:
         states = {name: TargetState.from_dict(data) for name, data in (evidence or {}).items()}
         return cls(thresholds=thresholds, clock=clock, states=states)
 
     def unsettled(self, targets: Iterable[str]) -> list[str]:
-        return [t for t in targets if not is_settled(self.states.setdefault(t, TargetState()), self.thresholds)]
+        return [
+            t for t in targets if not is_settled(self.states.setdefault(t, TargetState()), self.thresholds)
+        ]
 
 
 def assess(

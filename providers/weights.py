@@ -92,7 +92,8 @@ class Plan:
             "failOpen": self.fail_open,
             "alerts": list(self.alerts),
             "answers": {
-                name: {"regions": list(a.regions), "weights": dict(a.weights)} for name, a in self.answers.items()
+                name: {"regions": list(a.regions), "weights": dict(a.weights)}
+                for name, a in self.answers.items()
             },
         }
 
@@ -102,7 +103,9 @@ def _validate(inp: PlanInput, scale: int) -> None:
     if scale not in ALLOWED_SCALES:
         raise PlanConfigError(f"scale: {scale!r} is invalid; allowed: {ALLOWED_SCALES}")
     if not order:
-        raise PlanConfigError("strategy.primary: no cloud is enabled; allowed: at least one of aws, azure, gcp")
+        raise PlanConfigError(
+            "strategy.primary: no cloud is enabled; allowed: at least one of aws, azure, gcp"
+        )
     if len(set(order)) != len(order):
         raise PlanConfigError(f"strategy: clouds {list(order)!r} repeat; allowed: each cloud at most once")
     if not 0 <= inp.default_weight <= 100:

@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from providers.dns.base import ApplyResult, DnsBackendError, HealthSettings, Published, RecordSpec, TransientError, retry
+from providers.dns.base import (
+    ApplyResult,
+    DnsBackendError,
+    HealthSettings,
+    Published,
+    RecordSpec,
+    TransientError,
+    retry,
+)
 from providers.dns.regions import AZURE_GEO, continent
 from providers.weights import DEFAULT_ANSWER, Plan
 
@@ -83,7 +91,9 @@ class AzureTmBackend:
     def _opts(self) -> dict[str, Any]:
         if self.base_url and self.base_url.startswith("http://"):
             if urlsplit(self.base_url).hostname not in _LOOPBACK:
-                raise DnsBackendError(f"azure_tm base_url {self.base_url!r}: plain http is allowed only on loopback")
+                raise DnsBackendError(
+                    f"azure_tm base_url {self.base_url!r}: plain http is allowed only on loopback"
+                )
             return {"enforce_https": False}
         return {}
 
@@ -149,7 +159,11 @@ class AzureTmBackend:
     def _geo_body(self, spec: RecordSpec, plan: Plan) -> dict[str, Any]:
         endpoints = []
         for answer_name, answer in plan.answers.items():
-            codes = ["WORLD"] if answer_name == DEFAULT_ANSWER else sorted({AZURE_GEO[continent(r)] for r in answer.regions})
+            codes = (
+                ["WORLD"]
+                if answer_name == DEFAULT_ANSWER
+                else sorted({AZURE_GEO[continent(r)] for r in answer.regions})
+            )
             endpoints.append(
                 {
                     "name": answer_name,
@@ -176,7 +190,9 @@ class AzureTmBackend:
 
     def desired(self, spec: RecordSpec, plan: Plan) -> dict[str, dict[str, Any]]:
         """profile name -> PUT body; children before the geo parent (it references them)."""
-        out = {self.profile_for(a): self._weighted_body(spec, a, ans.weights) for a, ans in plan.answers.items()}
+        out = {
+            self.profile_for(a): self._weighted_body(spec, a, ans.weights) for a, ans in plan.answers.items()
+        }
         if len(plan.answers) > 1:
             out[self.geo_profile()] = self._geo_body(spec, plan)
         return out
@@ -198,7 +214,8 @@ class AzureTmBackend:
     def _existing_profiles(self, client: Any) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         items = self._call(
-            "list profiles", lambda **kw: list(client.profiles.list_by_resource_group(self.resource_group, **kw))
+            "list profiles",
+            lambda **kw: list(client.profiles.list_by_resource_group(self.resource_group, **kw)),
         )
         for item in items:
             name = str(item["name"])
@@ -245,7 +262,10 @@ class AzureTmBackend:
         if props.get("profileStatus") != want["profileStatus"]:
             return False
         dns = props.get("dnsConfig", {})
-        if (dns.get("relativeName"), dns.get("ttl")) != (want["dnsConfig"]["relativeName"], want["dnsConfig"]["ttl"]):
+        if (dns.get("relativeName"), dns.get("ttl")) != (
+            want["dnsConfig"]["relativeName"],
+            want["dnsConfig"]["ttl"],
+        ):
             return False
         mon = props.get("monitorConfig", {})
         if any(mon.get(k) != v for k, v in want["monitorConfig"].items()):
@@ -278,7 +298,9 @@ class AzureTmBackend:
             changed = True
         # Drop what an older plan published and this one does not (rule removed, rules -> none).
         for profile in sorted(self._existing_profiles(client)):
-            if profile not in wanted and (profile == self.geo_profile() or profile.startswith(self.profile_name + "-")):
+            if profile not in wanted and (
+                profile == self.geo_profile() or profile.startswith(self.profile_name + "-")
+            ):
                 self._delete_profile(client, profile)
                 changed = True
         return ApplyResult(changed=changed, record_ids=[self.profile_id(p) for p in wanted])

@@ -133,16 +133,16 @@ def apply_all(
         try:
             res = backend.apply(spec, plan_for_scale(backend.scale))
             outcomes.append(BackendOutcome(backend.name, True, res.changed, res.record_ids))
-        except Exception as exc:  # noqa: BLE001 - reported per backend, by design
+        except Exception as exc:
             outcomes.append(BackendOutcome(backend.name, False, error=f"{type(exc).__name__}: {exc}"))
     return outcomes
 
 
-def read_all(backends: Sequence[DnsBackend], spec: RecordSpec) -> dict[str, Published | None | str]:
-    out: dict[str, Published | None | str] = {}
+def read_all(backends: Sequence[DnsBackend], spec: RecordSpec) -> dict[str, Published | str | None]:
+    out: dict[str, Published | str | None] = {}
     for backend in backends:
         try:
             out[backend.name] = backend.read(spec)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             out[backend.name] = f"error: {type(exc).__name__}: {exc}"
     return out

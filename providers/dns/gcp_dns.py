@@ -40,9 +40,18 @@ class GcpDnsBackend:
         if credentials is None:
             import google.auth
 
-            credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/ndev.clouddns.readwrite"])
+            credentials, _ = google.auth.default(
+                scopes=["https://www.googleapis.com/auth/ndev.clouddns.readwrite"]
+            )
         options = {"api_endpoint": self.api_endpoint} if self.api_endpoint else None
-        return build("dns", "v1", credentials=credentials, static_discovery=True, client_options=options, cache_discovery=False)
+        return build(
+            "dns",
+            "v1",
+            credentials=credentials,
+            static_discovery=True,
+            client_options=options,
+            cache_discovery=False,
+        )
 
     def _exec(self, what: str, request: Any) -> Any:
         from googleapiclient.errors import HttpError
@@ -72,7 +81,10 @@ class GcpDnsBackend:
         return {"name": name, "type": "A", "ttl": spec.ttl, "routingPolicy": {"wrr": {"items": items}}}
 
     def desired(self, spec: RecordSpec, plan: Plan) -> dict[str, dict[str, Any]]:
-        return {self.name_for(spec, a): self._rrset(spec, self.name_for(spec, a), ans.weights) for a, ans in plan.answers.items()}
+        return {
+            self.name_for(spec, a): self._rrset(spec, self.name_for(spec, a), ans.weights)
+            for a, ans in plan.answers.items()
+        }
 
     def _existing(self, svc: Any, spec: RecordSpec) -> dict[str, dict[str, Any]]:
         """Our A record sets: N and <x>.N that carry a wrr policy."""
@@ -86,7 +98,11 @@ class GcpDnsBackend:
             resp = self._exec("rrsets.list", svc.resourceRecordSets().list(**kwargs))
             for rr in resp.get("rrsets", []):
                 name = rr.get("name", "")
-                if rr.get("type") == "A" and (name == fqdn or name.endswith("." + fqdn)) and "wrr" in rr.get("routingPolicy", {}):
+                if (
+                    rr.get("type") == "A"
+                    and (name == fqdn or name.endswith("." + fqdn))
+                    and "wrr" in rr.get("routingPolicy", {})
+                ):
                     out[name] = rr
             token = resp.get("nextPageToken")
             if not token:
@@ -95,13 +111,26 @@ class GcpDnsBackend:
     @staticmethod
     def _comparable(rr: dict[str, Any]) -> tuple[Any, ...]:
         items = rr.get("routingPolicy", {}).get("wrr", {}).get("items", [])
-        return (rr["name"], rr["type"], rr.get("ttl"), sorted((float(i["weight"]), tuple(i.get("rrdatas", []))) for i in items))
+        return (
+            rr["name"],
+            rr["type"],
+            rr.get("ttl"),
+            sorted((float(i["weight"]), tuple(i.get("rrdatas", []))) for i in items),
+        )
 
     @staticmethod
     def _as_request(rr: dict[str, Any]) -> dict[str, Any]:
         """Strip server-set fields (kind) so a deletion echoes only writable data."""
-        items = [{"weight": float(i["weight"]), "rrdatas": list(i.get("rrdatas", []))} for i in rr["routingPolicy"]["wrr"]["items"]]
-        return {"name": rr["name"], "type": rr["type"], "ttl": rr.get("ttl"), "routingPolicy": {"wrr": {"items": items}}}
+        items = [
+            {"weight": float(i["weight"]), "rrdatas": list(i.get("rrdatas", []))}
+            for i in rr["routingPolicy"]["wrr"]["items"]
+        ]
+        return {
+            "name": rr["name"],
+            "type": rr["type"],
+            "ttl": rr.get("ttl"),
+            "routingPolicy": {"wrr": {"items": items}},
+        }
 
     def read(self, spec: RecordSpec) -> Published | None:
         existing = self._existing(self._service(), spec)
@@ -115,7 +144,7 @@ class GcpDnsBackend:
             weights: dict[str, int] = {}
             for item in rr["routingPolicy"]["wrr"]["items"]:
                 for ip in item.get("rrdatas", []):
-                    weights[by_ip.get(ip, ip)] = int(round(float(item["weight"])))
+                    weights[by_ip.get(ip, ip)] = round(float(item["weight"]))
             out[answer] = weights
         return out
 
@@ -125,7 +154,10 @@ class GcpDnsBackend:
             body["additions"] = additions
         if deletions:
             body["deletions"] = deletions
-        self._exec("changes.create", svc.changes().create(project=self.project, managedZone=self.managed_zone, body=body))
+        self._exec(
+            "changes.create",
+            svc.changes().create(project=self.project, managedZone=self.managed_zone, body=body),
+        )
 
     def apply(self, spec: RecordSpec, plan: Plan) -> ApplyResult:
         svc = self._service()

@@ -54,7 +54,9 @@ class PowerDnsBackend:
 
     def _rrset(self, spec: RecordSpec) -> dict | None:
         url = self._zone_url() + f"?rrset_name={quote(spec.fqdn())}&rrset_type=LUA"
-        status, zone = retry(lambda: json_request("GET", url, self._headers(), ok_missing=True), "powerdns read")
+        status, zone = retry(
+            lambda: json_request("GET", url, self._headers(), ok_missing=True), "powerdns read"
+        )
         if status == 404 or zone is None:
             raise DnsBackendError(f"powerdns: zone {self.zone!r} does not exist on {self.api_url}")
         for rrset in zone.get("rrsets", []):

@@ -47,7 +47,9 @@ class Route53Backend:
 
         kwargs: dict[str, Any] = {
             "region_name": self.region,
-            "config": Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=15),
+            "config": Config(
+                retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=15
+            ),
         }
         if self.endpoint_url:
             kwargs["endpoint_url"] = self.endpoint_url
@@ -74,7 +76,9 @@ class Route53Backend:
         if self.hosted_zone_id:
             return self.hosted_zone_id
         zone = self.zone_name if self.zone_name.endswith(".") else self.zone_name + "."
-        resp = self._call("ListHostedZonesByName", client.list_hosted_zones_by_name, DNSName=zone, MaxItems="1")
+        resp = self._call(
+            "ListHostedZonesByName", client.list_hosted_zones_by_name, DNSName=zone, MaxItems="1"
+        )
         for hz in resp.get("HostedZones", []):
             if hz["Name"] == zone:
                 return str(hz["Id"]).rsplit("/", 1)[-1]
@@ -103,7 +107,9 @@ class Route53Backend:
                 if rr["Type"] == "A" and "SetIdentifier" in rr:
                     rr = dict(rr, Name=name)
                     if "AliasTarget" in rr:
-                        rr["AliasTarget"] = dict(rr["AliasTarget"], DNSName=_unescape(rr["AliasTarget"]["DNSName"]))
+                        rr["AliasTarget"] = dict(
+                            rr["AliasTarget"], DNSName=_unescape(rr["AliasTarget"]["DNSName"])
+                        )
                     out.append(rr)
             if not resp.get("IsTruncated"):
                 return out
@@ -236,7 +242,9 @@ def _normal(rr: dict[str, Any]) -> dict[str, Any]:
     if "Weight" in out:
         out["Weight"] = int(out["Weight"])
     if "GeoLocation" in out:
-        out["GeoLocation"] = {k: v for k, v in out["GeoLocation"].items() if k in ("ContinentCode", "CountryCode")}
+        out["GeoLocation"] = {
+            k: v for k, v in out["GeoLocation"].items() if k in ("ContinentCode", "CountryCode")
+        }
     if "AliasTarget" in out:
         at = out["AliasTarget"]
         out["AliasTarget"] = {"HostedZoneId": str(at["HostedZoneId"]).rsplit("/", 1)[-1],

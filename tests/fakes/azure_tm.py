@@ -30,7 +30,9 @@ RG_PATTERN = re.compile(r"^[-\w\._\(\)]+$")
 def load_spec() -> dict[str, Any]:
     path = SPEC_DIR / "trafficmanager.json"
     if not path.exists():
-        raise FileNotFoundError(f"Traffic Manager spec not found at {path} (expected ../shared beside the repo root)")
+        raise FileNotFoundError(
+            f"Traffic Manager spec not found at {path} (expected ../shared beside the repo root)"
+        )
     return json.loads(path.read_text())
 
 
@@ -104,7 +106,9 @@ class FakeTrafficManager(FakeServer):
         return problems
 
     def _respond(self, op: dict[str, Any], status: int, body: Any) -> Reply:
-        published = op["responses"].get(str(status)) or (op["responses"].get("default") if status >= 400 else None)
+        published = op["responses"].get(str(status)) or (
+            op["responses"].get("default") if status >= 400 else None
+        )
         schema = (published or {}).get("schema")
         if schema is not None and body is not None:
             errs = self.validator.errors(schema, body, "$response", request=False)
@@ -117,7 +121,9 @@ class FakeTrafficManager(FakeServer):
         return Reply(status, body)
 
     def error_reply(self, status: int, message: str) -> Reply:
-        return Reply(status, {"error": {"code": "BadRequest" if status == 400 else str(status), "message": message}})
+        return Reply(
+            status, {"error": {"code": "BadRequest" if status == 400 else str(status), "message": message}}
+        )
 
     # ----------------------------------------------------------------- dispatch
     def handle(self, req: Request) -> Reply:
@@ -151,7 +157,9 @@ class FakeTrafficManager(FakeServer):
         props = dict(ep.get("properties", {}))
         props.setdefault("weight", 1)
         props.setdefault("priority", index + 1)
-        props["endpointMonitorStatus"] = "CheckingEndpoint" if props.get("endpointStatus", "Enabled") == "Enabled" else "Disabled"
+        props["endpointMonitorStatus"] = (
+            "CheckingEndpoint" if props.get("endpointStatus", "Enabled") == "Enabled" else "Disabled"
+        )
         return {
             "id": f"{profile_id}/{kind}/{ep['name']}",
             "name": ep["name"],
@@ -182,7 +190,7 @@ class FakeTrafficManager(FakeServer):
             problems.append("monitorConfig.toleratedNumberOfFailures outside 0..9")
         return problems
 
-    def _op_Profiles_CreateOrUpdate(self, req: Request, op: dict[str, Any], args: dict[str, str]) -> Reply:  # noqa: N802
+    def _op_Profiles_CreateOrUpdate(self, req: Request, op: dict[str, Any], args: dict[str, str]) -> Reply:
         body = req.body
         problems = self._business_rules(body, args)
         if problems:
@@ -194,7 +202,9 @@ class FakeTrafficManager(FakeServer):
         dns = props.setdefault("dnsConfig", {})
         dns["fqdn"] = f"{dns.get('relativeName', name)}.trafficmanager.net"
         props.setdefault("monitorConfig", {})["profileMonitorStatus"] = "CheckingEndpoints"
-        props["endpoints"] = [self._endpoint_out(pid, ep, i) for i, ep in enumerate(props.get("endpoints", []))]
+        props["endpoints"] = [
+            self._endpoint_out(pid, ep, i) for i, ep in enumerate(props.get("endpoints", []))
+        ]
         out = {
             "id": pid,
             "name": name,
@@ -208,16 +218,18 @@ class FakeTrafficManager(FakeServer):
             self.profiles[key] = out
         return self._respond(op, 201 if created else 200, out)
 
-    def _op_Profiles_Get(self, req: Request, op: dict[str, Any], args: dict[str, str]) -> Reply:  # noqa: N802
+    def _op_Profiles_Get(self, req: Request, op: dict[str, Any], args: dict[str, str]) -> Reply:
         prof = self.profiles.get(self._key(args))
         return self._respond(op, 200, prof) if prof else self._not_found(op, f"profile {args['profileName']}")
 
-    def _op_Profiles_Delete(self, req: Request, op: dict[str, Any], args: dict[str, str]) -> Reply:  # noqa: N802
+    def _op_Profiles_Delete(self, req: Request, op: dict[str, Any], args: dict[str, str]) -> Reply:
         with self.lock:
             gone = self.profiles.pop(self._key(args), None)
         return self._respond(op, 200, {}) if gone else self._respond(op, 204, None)
 
-    def _op_Profiles_ListByResourceGroup(self, req: Request, op: dict[str, Any], args: dict[str, str]) -> Reply:  # noqa: N802
+    def _op_Profiles_ListByResourceGroup(
+        self, req: Request, op: dict[str, Any], args: dict[str, str]
+    ) -> Reply:
         sub, rg = args["subscriptionId"], args["resourceGroupName"].lower()
         items = [p for (s, r, _n), p in sorted(self.profiles.items()) if (s, r) == (sub, rg)]
         return self._respond(op, 200, {"value": items})

@@ -113,9 +113,15 @@ class FakeCloudDns(FakeServer):
                 handler = getattr(self, "_m_" + mid.replace(".", "_"), None)
                 if handler is None:
                     return self.error_reply(501, f"fake does not implement {mid}")
-                zone = (m.group("project"), m.group("managedZone")) if "managedZone" in m.groupdict() else None
+                zone = (
+                    (m.group("project"), m.group("managedZone")) if "managedZone" in m.groupdict() else None
+                )
                 if zone is not None and zone not in self.zones:
-                    return self.error_reply(404, f"The 'parameters.managedZone' resource named '{zone[1]}' does not exist.", "notFound")
+                    return self.error_reply(
+                        404,
+                        f"The 'parameters.managedZone' resource named '{zone[1]}' does not exist.",
+                        "notFound",
+                    )
                 return handler(req, method, m.groupdict(), zone)
         return self.reject(req, ["no method of the discovery document matches this path and verb"], 404)
 
@@ -151,7 +157,9 @@ class FakeCloudDns(FakeServer):
                     problems.append(f"{where}.routingPolicy.wrr.items[{i}] needs rrdatas")
         return problems
 
-    def _m_changes_create(self, req: Request, method: dict[str, Any], args: dict[str, str], zone: Any) -> Reply:
+    def _m_changes_create(
+        self, req: Request, method: dict[str, Any], args: dict[str, str], zone: Any
+    ) -> Reply:
         body = req.body
         zone_name = self.zones[zone]
         problems = []
@@ -166,7 +174,9 @@ class FakeCloudDns(FakeServer):
             for rr in body.get("deletions", []):
                 key = (rr["name"], rr["type"])
                 if staged.get(key) != rr:
-                    return self.error_reply(412, f"deletion of {key} does not match existing data", "conditionNotMet")
+                    return self.error_reply(
+                        412, f"deletion of {key} does not match existing data", "conditionNotMet"
+                    )
                 del staged[key]
             for rr in body.get("additions", []):
                 key = (rr["name"], rr["type"])
@@ -192,7 +202,9 @@ class FakeCloudDns(FakeServer):
                 return self._respond(method, 200, change)
         return self.error_reply(404, "change not found", "notFound")
 
-    def _m_resourceRecordSets_list(self, req: Request, method: dict[str, Any], args: dict[str, str], zone: Any) -> Reply:
+    def _m_resourceRecordSets_list(
+        self, req: Request, method: dict[str, Any], args: dict[str, str], zone: Any
+    ) -> Reply:
         name = req.query.get("name", [None])[0]
         rtype = req.query.get("type", [None])[0]
         items = [
@@ -202,17 +214,29 @@ class FakeCloudDns(FakeServer):
         ]
         return self._respond(method, 200, {"kind": "dns#resourceRecordSetsListResponse", "rrsets": items})
 
-    def _m_resourceRecordSets_get(self, req: Request, method: dict[str, Any], args: dict[str, str], zone: Any) -> Reply:
+    def _m_resourceRecordSets_get(
+        self, req: Request, method: dict[str, Any], args: dict[str, str], zone: Any
+    ) -> Reply:
         rr = self.rrsets[zone].get((args["name"], args["type"]))
-        return self._respond(method, 200, self._out(rr)) if rr else self.error_reply(404, "not found", "notFound")
+        return (
+            self._respond(method, 200, self._out(rr))
+            if rr
+            else self.error_reply(404, "not found", "notFound")
+        )
 
-    def _m_resourceRecordSets_delete(self, req: Request, method: dict[str, Any], args: dict[str, str], zone: Any) -> Reply:
+    def _m_resourceRecordSets_delete(
+        self, req: Request, method: dict[str, Any], args: dict[str, str], zone: Any
+    ) -> Reply:
         with self.lock:
             gone = self.rrsets[zone].pop((args["name"], args["type"]), None)
         return self._respond(method, 200, {}) if gone else self.error_reply(404, "not found", "notFound")
 
-    def _m_managedZones_get(self, req: Request, method: dict[str, Any], args: dict[str, str], zone: Any) -> Reply:
-        return self._respond(method, 200, {"kind": "dns#managedZone", "name": zone[1], "dnsName": self.zones[zone]})
+    def _m_managedZones_get(
+        self, req: Request, method: dict[str, Any], args: dict[str, str], zone: Any
+    ) -> Reply:
+        return self._respond(
+            method, 200, {"kind": "dns#managedZone", "name": zone[1], "dnsName": self.zones[zone]}
+        )
 
 
 def start(zones: dict[tuple[str, str], str]) -> FakeCloudDns:

@@ -68,12 +68,16 @@ class SchemaValidator:
             out["type"] = "object"
         return out
 
-    def errors(self, schema: Mapping[str, Any], value: Any, path: str = "$", request: bool = True) -> list[str]:
+    def errors(
+        self, schema: Mapping[str, Any], value: Any, path: str = "$", request: bool = True
+    ) -> list[str]:
         s = self._flatten(schema)
         errs: list[str] = []
         kind = s.get("type")
         if kind and not _type_ok(kind, value, s.get("format")):
-            return [f"{path}: expected {kind}{'/' + s['format'] if s.get('format') else ''}, got {type(value).__name__} {value!r:.60}"]
+            return [
+                f"{path}: expected {kind}{'/' + s['format'] if s.get('format') else ''}, got {type(value).__name__} {value!r:.60}"
+            ]
         if "enum" in s and value not in s["enum"]:
             errs.append(f"{path}: {value!r} not one of {s['enum']}")
         if kind == "array" and "items" in s:

@@ -64,7 +64,14 @@ class FakeServer:
                     body = json.loads(raw) if raw else None
                 except ValueError:
                     body = raw
-                req = Request(self.command, parts.path, query, {k.lower(): v for k, v in self.headers.items()}, body, raw)
+                req = Request(
+                    self.command,
+                    parts.path,
+                    query,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    body,
+                    raw,
+                )
                 with fake.lock:
                     fake.requests.append(req)
                 if isinstance(body, bytes):
@@ -72,7 +79,7 @@ class FakeServer:
                 else:
                     try:
                         reply = fake.handle(req)
-                    except Exception as exc:  # noqa: BLE001 - a fake bug must surface in the test
+                    except Exception as exc:
                         with fake.lock:
                             fake.violations.append(f"fake crashed on {req.method} {req.path}: {exc!r}")
                         reply = fake.error_reply(500, f"fake error: {exc!r}")
@@ -83,9 +90,9 @@ class FakeServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_PUT = do_POST = do_PATCH = do_DELETE = _any  # noqa: N815
+            do_GET = do_PUT = do_POST = do_PATCH = do_DELETE = _any
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 return
 
         with socket.socket() as s:
@@ -93,7 +100,9 @@ class FakeServer:
             port = s.getsockname()[1]
         self._server = ThreadingHTTPServer((self.host, port), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         self.port = port
         return self
