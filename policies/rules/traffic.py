@@ -1,0 +1,127 @@
+"""Global traffic: the health-weighted failover record (dynamic resource
+`pulumi-python:dynamic/failover:WeightedFailover`, inputs in snake_case, see
+providers/failover.py) answers quickly, spans clouds, probes sanely and pages someone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pulumi_policy import ReportViolation, ResourceValidationArgs, StackValidationArgs
+
+from .common import config_value, get, is_unknown, plain, resource_policy, schema, stack_policy
+
+WEIGHTED_FAILOVER = "pulumi-python:dynamic/failover:WeightedFailover"
+GLOBAL_TRAFFIC = "edgefabric:traffic:GlobalTraffic"
+
+
+def _failover_props(args: ResourceValidationArgs) -> dict[str, Any]:
+    if args.resource_type != WEIGHTED_FAILOVER:
+        args.not_applicable(f"{args.resource_type} is not the failover record")
+    return plain(args.props)
+
+
+def _ttl(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    p = _failover_props(args)
+    limit = int(config_value(args, "maxTtl", 60))
+    ttl = p.get("ttl")
+    if is_unknown(ttl):
+        return
+    if ttl is None or int(ttl) > limit:
+        report(f"failover record '{p.get('record_name', args.name)}' has ttl {ttl!r}; resolvers would keep a "
+               f"failed cloud's answer longer than {limit} s")
+
+
+failover_ttl = resource_policy(
+    "failover-ttl",
+    "The failover record's TTL is at most 60 s, so resolvers follow a failover quickly.",
+    "Set edgefabric:dns.ttl to 60 or less (30 is the default).",
+    _ttl,
+    schema(maxTtl={"type": "integer", "minimum": 1}),
+)
+
+
+def _clouds(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    p = _failover_props(args)
+    endpoints, order = p.get("endpoints"), get(p, "strategy", "order", default=[])
+    if is_unknown(endpoints) or is_unknown(order):
+        return
+    clouds = sorted((endpoints or {}).keys())
+    least = int(config_value(args, "minClouds", 2))
+    if len(clouds) < least:
+        report(f"failover record spans {len(clouds)} cloud(s) ({', '.join(clouds) or 'none'}); at least "
+               f"{least} must be enabled so there is somewhere to fail over to")
+    secondary = order[1] if len(order) > 1 else None
+    if secondary is None:
+        report("the failover strategy names no secondary cloud")
+    elif secondary not in clouds:
+        report(f"the strategy's secondary cloud '{secondary}' is not enabled (enabled: {', '.join(clouds)})")
+
+
+failover_clouds = resource_policy(
+    "failover-clouds",
+    "At least two clouds answer the global name, and the strategy's secondary is one of them.",
+    "Enable a second cloud in edgefabric:clouds and name it as secondary in "
+    "edgefabric:strategies.<dns.strategy>.",
+    _clouds,
+    schema(minClouds={"type": "integer", "minimum": 1}),
+)
+
+
+def _timing(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    hc = _failover_props(args).get("health_check") or {}
+    interval, timeout = hc.get("interval_s", 30), hc.get("timeout_s", 5)
+    if is_unknown(interval) or is_unknown(timeout):
+        return
+    if not float(timeout) < float(interval):
+        report(f"health check timeout {timeout} s is not below its interval {interval} s; probes would overlap")
+
+
+health_check_timing = resource_policy(
+    "health-check-timing",
+    "Health check timeout is shorter than the interval.",
+    "Lower edgefabric:healthCheck.timeoutS below intervalS (seed: 5 s timeout, 30 s interval).",
+    _timing,
+)
+
+
+def _thresholds(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    hc = _failover_props(args).get("health_check") or {}
+    for key in ("failure_threshold", "success_threshold"):
+        value = hc.get(key)
+        if is_unknown(value):
+            continue
+        if value is None or int(value) < 1:
+            report(f"health check {key} is {value!r}; it must be >= 1 or a single probe flips the weights")
+
+
+health_check_thresholds = resource_policy(
+    "health-check-thresholds",
+    "Health check failure and success thresholds are at least 1.",
+    "Set edgefabric:healthCheck.failureThreshold and successThreshold to 1 or more (seed: 3 and 2).",
+    _thresholds,
+)
+
+
+def _notifications(args: StackValidationArgs, report: ReportViolation) -> None:
+    holders = [r for r in args.resources if r.resource_type in (GLOBAL_TRAFFIC, WEIGHTED_FAILOVER)]
+    if not holders:
+        args.not_applicable("this stack publishes no failover record")
+    channels: list[Any] = []
+    for r in holders:
+        found = plain(r.props).get("notifications")
+        if isinstance(found, list):
+            channels += found
+    if not channels:
+        report("failover transitions notify nobody: no notification channel (slack, pagerduty, email) is "
+               "configured", holders[0].urn)
+
+
+failover_notifications = stack_policy(
+    "failover-notifications",
+    "Failover transitions notify at least one channel (staging and prod).",
+    "Add a slack, pagerduty or email channel under edgefabric:failover.notifications, with its "
+    "secret as an env:/config: reference.",
+    _notifications,
+)
+
+POLICIES = [failover_ttl, failover_clouds, health_check_timing, health_check_thresholds, failover_notifications]
