@@ -20,7 +20,7 @@ Rules
 - automatic + active-passive: the whole scale goes to the highest-priority
   healthy cloud (for a region rule, the rule's cloud comes first).
 - manual: weights never move; unhealthy clouds are only reported as alerts.
-- every cloud down: fail open (configured weights) and flag `fail_open`.
+- every cloud down: fail open (the all-healthy weights) and flag `fail_open`.
 """
 
 from __future__ import annotations
@@ -160,21 +160,24 @@ def integerize(shares: Mapping[str, Fraction], scale: int, order: Sequence[str])
 def _adjust(
     configured: dict[str, Fraction], priority: Sequence[str], inp: PlanInput
 ) -> tuple[dict[str, Fraction], bool]:
-    """Health-adjust one answer. Returns (shares, failed_open)."""
+    """Health-adjust one answer. Returns (shares, failed_open).
+
+    Manual failover and fail-open both publish the all-healthy answer, so the
+    mode (active-passive still means "primary only") is kept in either case.
+    """
     healthy = [c for c in priority if inp.health.get(c, True)]
-    if inp.strategy.failover == "manual":
-        return configured, False
-    if not healthy:
-        return configured, True
+    failed_open = not healthy and inp.strategy.failover == "automatic"
+    if inp.strategy.failover == "manual" or not healthy:
+        healthy = list(priority)
     if inp.strategy.replication == "active-passive":
         top = healthy[0]
-        return {c: Fraction(1 if c == top else 0) for c in priority}, False
+        return {c: Fraction(1 if c == top else 0) for c in priority}, failed_open
     kept = {c: (configured[c] if c in healthy else Fraction(0)) for c in priority}
     if sum(kept.values(), Fraction(0)) == 0:
         # The healthy clouds were configured as pure standbys: promote in priority order.
         top = healthy[0]
-        return {c: Fraction(1 if c == top else 0) for c in priority}, False
-    return kept, False
+        return {c: Fraction(1 if c == top else 0) for c in priority}, failed_open
+    return kept, failed_open
 
 
 def plan(inp: PlanInput, scale: int = 100) -> Plan:
