@@ -8,7 +8,7 @@ from typing import Any
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs
 
-from .common import config_value, get, is_unknown, plain, resource_policy, schema
+from .common import config_value, get, is_unknown, plain, resource_policy, schema, show
 
 EKS = "aws:eks/cluster:Cluster"
 EKS_NODES = "aws:eks/nodeGroup:NodeGroup"
@@ -75,9 +75,9 @@ def _bounds(lo: Any, hi: Any, cap: int) -> str | None:
     if lo is None or hi is None:
         return "has no autoscaling min/max"
     if not 1 <= int(lo) <= int(hi):
-        return f"has autoscaling bounds {lo}..{hi} (need 1 <= min <= max)"
+        return f"has autoscaling bounds {show(lo)}..{show(hi)} (need 1 <= min <= max)"
     if int(hi) > cap:
-        return f"may scale to {hi} nodes, above the cap of {cap}"
+        return f"may scale to {show(hi)} nodes, above the cap of {cap}"
     return None
 
 

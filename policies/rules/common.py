@@ -171,3 +171,12 @@ def stack_policy(name: str, description: str, remediation: str, validate: StackV
         name=name, description=description, validate=validate, config_schema=config,
         remediation_steps=remediation,
     )
+
+
+def show(value: Any) -> str:
+    """A value for a message. Numbers arrive as floats (protobuf Struct), so 3.0 shows as 3."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:g}"
+    return repr(value)

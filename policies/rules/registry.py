@@ -13,7 +13,7 @@ from typing import Any
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs
 
-from .common import SecretStr, config_value, is_unknown, leaves, plain, resource_policy, schema
+from .common import SecretStr, config_value, is_unknown, leaves, plain, resource_policy, schema, show
 from .devkeys import DEV_ADDRESSES, DEV_CHAIN_IDS, DEV_PRIVATE_KEYS
 
 REGISTRY_CONTRACT = "pulumi-python:dynamic/registry:RegistryContract"
@@ -92,7 +92,7 @@ def _ttl(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if ttl is None or beat is None:
         report(f"registry resource '{args.name}' sets only one of the service TTL and heartbeat interval")
     elif float(ttl) < factor * float(beat):
-        report(f"registry resource '{args.name}': service TTL {ttl} s < {factor} x heartbeat interval {beat} s; "
+        report(f"registry resource '{args.name}': service TTL {show(ttl)} s < {factor} x heartbeat interval {show(beat)} s; "
                f"{factor - 1} missed heartbeat(s) would expire a live service")
 
 

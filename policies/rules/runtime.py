@@ -122,8 +122,10 @@ class Violation:
 @dataclass
 class Report:
     violations: list[Violation] = field(default_factory=list)
-    # Policies that could not decide (unknown values) or raised: (policy, urn, reason).
+    # Policies that could not decide (unknown values): (policy, urn, reason).
     errors: list[tuple[str, str, str]] = field(default_factory=list)
+    # How many resources (or stacks) each policy applied to; 0 means "not applicable".
+    checked: dict[str, int] = field(default_factory=dict)
 
     def mandatory(self) -> list[Violation]:
         return [v for v in self.violations if v.level == "mandatory"]
@@ -159,6 +161,7 @@ def evaluate(policies: Iterable[Policy], resources: list[Resource],
         level, props = _levels(config, policy)
         if level == EnforcementLevel.DISABLED:
             continue
+        report.checked.setdefault(policy.name, 0)
         shown = "mandatory" if level in (EnforcementLevel.MANDATORY, EnforcementLevel.REMEDIATE) else "advisory"
 
         def reporter(urn: str, name: str = policy.name, lvl: str = shown):
@@ -182,9 +185,12 @@ def evaluate(policies: Iterable[Policy], resources: list[Resource],
 
 
 def _run(policy: Policy, args: Any, report_violation: Any, report: Report, urn: str) -> None:
+    report.checked.setdefault(policy.name, 0)
     try:
         policy.validate(args, report_violation)  # type: ignore[attr-defined]
     except _pp._NotApplicableError:
-        pass
+        return
     except UnknownValueError as exc:
         report.errors.append((policy.name, urn, exc.message))
+        return
+    report.checked[policy.name] += 1

@@ -8,7 +8,7 @@ from typing import Any
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, StackValidationArgs
 
-from .common import config_value, get, is_unknown, plain, resource_policy, schema, stack_policy
+from .common import config_value, get, is_unknown, plain, resource_policy, schema, show, stack_policy
 
 WEIGHTED_FAILOVER = "pulumi-python:dynamic/failover:WeightedFailover"
 GLOBAL_TRAFFIC = "edgefabric:traffic:GlobalTraffic"
@@ -27,7 +27,7 @@ def _ttl(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if is_unknown(ttl):
         return
     if ttl is None or int(ttl) > limit:
-        report(f"failover record '{p.get('record_name', args.name)}' has ttl {ttl!r}; resolvers would keep a "
+        report(f"failover record '{p.get('record_name', args.name)}' has ttl {show(ttl)}; resolvers would keep a "
                f"failed cloud's answer longer than {limit} s")
 
 
@@ -73,7 +73,7 @@ def _timing(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if is_unknown(interval) or is_unknown(timeout):
         return
     if not float(timeout) < float(interval):
-        report(f"health check timeout {timeout} s is not below its interval {interval} s; probes would overlap")
+        report(f"health check timeout {show(timeout)} s is not below its interval {show(interval)} s; probes would overlap")
 
 
 health_check_timing = resource_policy(
@@ -91,7 +91,7 @@ def _thresholds(args: ResourceValidationArgs, report: ReportViolation) -> None:
         if is_unknown(value):
             continue
         if value is None or int(value) < 1:
-            report(f"health check {key} is {value!r}; it must be >= 1 or a single probe flips the weights")
+            report(f"health check {key} is {show(value)}; it must be >= 1 or a single probe flips the weights")
 
 
 health_check_thresholds = resource_policy(

@@ -1,0 +1,11 @@
+"""The policy tier: every policy called directly, the pack over rendered stacks, the
+delivery tooling (workflows, render, promote-check)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
