@@ -298,10 +298,11 @@ def build_backends(
                     zone_name=str(settings["zone_name"]),
                     hosted_zone_id=settings.get("hosted_zone_id") or None,
                     use_health_check_ids=bool(settings.get("health_check_ids", True)),
-                    # boto3 also honours AWS_ENDPOINT_URL_ROUTE53 on its own; read here so
-                    # the loopback-only rule for plain http applies to it too.
+                    # boto3 honours these on its own (service id "Route 53"); read here so
+                    # the loopback-only rule for plain http applies to them too.
                     endpoint_url=_loopback_http(
-                        os.environ.get("AWS_ENDPOINT_URL_ROUTE53"), "AWS_ENDPOINT_URL_ROUTE53"
+                        os.environ.get("AWS_ENDPOINT_URL_ROUTE_53") or os.environ.get("AWS_ENDPOINT_URL"),
+                        "AWS_ENDPOINT_URL_ROUTE_53",
                     ),
                 )
             )

@@ -12,7 +12,7 @@ All changes go in one ChangeResourceRecordSets batch, so a failure leaves the
 previous answer set intact.
 
 Credentials and endpoint come from boto3's usual sources (environment:
-AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_ENDPOINT_URL_ROUTE53), read
+AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_ENDPOINT_URL_ROUTE_53), read
 when the backend builds its client inside a call.
 """
 

@@ -95,7 +95,9 @@ def aws_env(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing-key-id")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret-key")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL_ROUTE53", moto_url)
+    # boto3 reads the service-specific variable (service id "Route 53") and the global one.
+    monkeypatch.setenv("AWS_ENDPOINT_URL_ROUTE_53", moto_url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
     return moto_url
 
 
