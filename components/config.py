@@ -788,9 +788,13 @@ def from_pulumi() -> StackConfig:
             continue
         # Structured values arrive as JSON text; plain strings (environment) do not parse.
         try:
-            raw[key] = json.loads(text)
+            value = json.loads(text)
         except json.JSONDecodeError:
-            raw[key] = text
+            value = text
+        # Pulumi.yaml declares an empty default for every key (declared keys without one are
+        # required by the engine); empty means "not set", so the model's default applies.
+        if value not in ("", {}, []):
+            raw[key] = value
     if "environment" not in raw:
         raw["environment"] = pulumi.get_stack()
     return load_config(raw)
