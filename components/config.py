@@ -759,17 +759,18 @@ def load_config(raw: Mapping[str, Any]) -> StackConfig:
 
 
 def raw_from_stack_file(path: Path) -> dict[str, Any]:
-    """The `edgefabric:` keys of a stack file. Secure values stay opaque."""
+    """The `edgefabric:` keys of a stack file, without the secrets (`secure:` values are
+    secret config keys that `config:` references point at, not part of the structure)."""
     doc = yaml.safe_load(Path(path).read_text()) or {}
     config = doc.get("config") or {}
     prefix = f"{NAMESPACE}:"
-    return {k[len(prefix):]: v for k, v in config.items() if k.startswith(prefix)}
+    return {k[len(prefix):]: v for k, v in config.items()
+            if k.startswith(prefix) and not (isinstance(v, dict) and set(v) == {"secure"})}
 
 
 def load_stack_file(path: Path | str) -> StackConfig:
     """Load a `Pulumi.<stack>.yaml` without the engine (controller, render, promote-check)."""
-    return load_config({k: v for k, v in raw_from_stack_file(Path(path)).items()
-                        if k in TOP_LEVEL_KEYS})
+    return load_config(raw_from_stack_file(Path(path)))
 
 
 def from_pulumi() -> StackConfig:
