@@ -173,7 +173,7 @@ class Controller:
     def _send(self, notifier: Notifier, event: Event) -> None:
         try:
             notifier.send(event)
-        except Exception as exc:  # noqa: BLE001 - a broken channel must not stop failover
+        except Exception as exc:
             self.log("notify_error", channel=notifier.name, kind=event.kind, error=str(exc))
 
     def _events(self, transitions: list[Transition], rec: Reconciled) -> None:
@@ -240,7 +240,7 @@ class Controller:
         while not stop.is_set() and (max_ticks is None or n < max_ticks):
             try:
                 self.tick()
-            except Exception as exc:  # noqa: BLE001 - keep the loop alive; the next tick retries
+            except Exception as exc:
                 self.log("tick_error", error=f"{type(exc).__name__}: {exc}")
             n += 1
             next_at = started + n * interval_s

@@ -13,6 +13,7 @@ from typing import Any
 import boto3
 import dill
 import pytest
+from pulumi.runtime.rpc import UNKNOWN
 
 from devenv.endpoints import LocalEndpoints
 from devenv.powerdns import PowerDnsServer
@@ -21,7 +22,6 @@ from providers.dns.route53 import Route53Backend
 from providers.failover import SECRET_OUTPUTS, WeightedFailover, WeightedFailoverProvider
 from providers.reconcile import FailoverSpec
 from providers.weights import PlanInput, Strategy, plan
-from pulumi.runtime.rpc import UNKNOWN
 from tests.failover.conftest import ZONE
 
 
@@ -136,7 +136,7 @@ def test_check_rejects_bad_inputs_naming_the_key(endpoints: LocalEndpoints, pdns
 def test_missing_secret_is_a_clear_error(endpoints: LocalEndpoints, pdns: PowerDnsServer,
                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     monkeypatch.delenv("TEST_PDNS_KEY", raising=False)
-    with pytest.raises(ValueError, match="env:TEST_PDNS_KEY.*TEST_PDNS_KEY, which is not set"):
+    with pytest.raises(ValueError, match=r"env:TEST_PDNS_KEY.*TEST_PDNS_KEY, which is not set"):
         WeightedFailoverProvider().create(props(endpoints, pdns_backends(pdns), "x." + ZONE))
 
 
