@@ -124,6 +124,9 @@ def flatten(value: Any, path: str = "") -> dict[str, Any]:
 
 
 def _short(value: Any) -> str:
+    # The monitor's inputs come through protobuf: every number is a float.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     text = json.dumps(value) if not isinstance(value, str) else value
     text = text.replace("\n", "\\n").replace("|", "\\|")
     return text if len(text) <= 60 else text[:57] + "..."
