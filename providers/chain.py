@@ -316,7 +316,7 @@ class ChainClient:
             tx["data"] = data
         if gas is None:
             try:
-                estimate = int(self.w3.eth.estimate_gas(tx))  # type: ignore[arg-type]
+                estimate = int(self.w3.eth.estimate_gas(tx, "pending"))  # type: ignore[arg-type]
             except (ContractCustomError, ContractLogicError) as exc:
                 raise self._reverted(description, exc) from None
             # 20 % headroom: state can change between estimate and inclusion.
@@ -374,15 +374,18 @@ class ChainClient:
         return self.wait(self.send(None, description, data=bytecode))
 
     def _explain_failure(self, pending: PendingTx, receipt: Any) -> TransactionReverted:
-        # Replay the transaction as a call at its block to recover the revert data.
+        # Receipts carry no revert data: replay the transaction as a call to recover it. First on
+        # the block that included it (same timestamp, and a reverted tx changed no contract state),
+        # then on the block before (in case a later tx in the same block changed the state).
         tx = self.w3.eth.get_transaction(HexBytes(pending.tx_hash))
         replay = {"from": tx["from"], "to": tx.get("to"), "data": tx["input"], "gas": tx["gas"]}
-        try:
-            self.w3.eth.call(replay, receipt["blockNumber"] - 1)  # type: ignore[arg-type]
-        except (ContractCustomError, ContractLogicError) as exc:
-            return self._reverted(pending.description, exc)
-        except Exception:
-            pass
+        for block in (receipt["blockNumber"], receipt["blockNumber"] - 1):
+            try:
+                self.w3.eth.call(replay, block)  # type: ignore[arg-type]
+            except (ContractCustomError, ContractLogicError) as exc:
+                return self._reverted(pending.description, exc)
+            except Exception:
+                continue
         if receipt["gasUsed"] >= tx["gas"]:
             return TransactionReverted(f"{pending.description}: ran out of gas ({tx['gas']}) in {pending.tx_hash}")
         return TransactionReverted(f"{pending.description}: transaction {pending.tx_hash} reverted")

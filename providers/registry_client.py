@@ -100,9 +100,11 @@ class Registry:
 
     # -- writes (send_* return at once for pipelining; the others wait for the receipt)
 
-    def send_register(self, name: str, version: str, endpoints: list[str], metadata: str, ttl: int) -> PendingTx:
+    def send_register(self, name: str, version: str, endpoints: list[str], metadata: str, ttl: int,
+                      gas: int | None = None) -> PendingTx:
+        """Broadcast a registration. `gas=None` estimates first (and raises on a would-be revert)."""
         fn = self.contract.functions.registerService(name, version, endpoints, metadata, ttl)
-        return self.client.send(fn, f"registerService({name}@{version})")
+        return self.client.send(fn, f"registerService({name}@{version})", gas=gas)
 
     def register(self, name: str, version: str, endpoints: list[str], metadata: str, ttl: int) -> TxResult:
         return self.client.wait(self.send_register(name, version, endpoints, metadata, ttl))
