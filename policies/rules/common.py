@@ -180,3 +180,20 @@ def show(value: Any) -> str:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return f"{value:g}"
     return repr(value)
+
+
+def stack_config(key: str) -> Any:
+    """A top-level `edgefabric:` key of the stack being checked, or None.
+
+    Some facts are configuration rather than resources (who gets paged, how often agents
+    heartbeat). The engine hands the stack's config to the pack (PULUMI_CONFIG, applied by
+    pulumi_policy before each call); `make render` and the tests set it in-process.
+    """
+    import pulumi  # local: only these policies need the SDK's config store
+
+    conf = pulumi.Config("edgefabric")
+    try:
+        value = conf.get_object(key)
+    except (ValueError, pulumi.ConfigTypeError):  # a non-JSON scalar: read it as text
+        value = None
+    return value if value is not None else conf.get(key)

@@ -13,7 +13,17 @@ from typing import Any
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs
 
-from .common import SecretStr, config_value, is_unknown, leaves, plain, resource_policy, schema, show
+from .common import (
+    SecretStr,
+    config_value,
+    is_unknown,
+    leaves,
+    plain,
+    resource_policy,
+    schema,
+    show,
+    stack_config,
+)
 from .devkeys import DEV_ADDRESSES, DEV_CHAIN_IDS, DEV_PRIVATE_KEYS
 
 REGISTRY_CONTRACT = "pulumi-python:dynamic/registry:RegistryContract"
@@ -83,15 +93,18 @@ registry_deployer_key = resource_policy(
 def _ttl(args: ResourceValidationArgs, report: ReportViolation) -> None:
     p = _props(args)
     ttl = _first(p, "service_ttl_s", "ttl_s", "ttl")
-    beat = _first(p, "heartbeat_interval_s", "heartbeat_s")
-    if ttl is None and beat is None:
+    if ttl is None:
         args.not_applicable("no service TTL on this resource")
+    # The heartbeat interval drives the agents, not the registration: read it from the
+    # resource when it carries it, else from the stack's registry config (default 100 s).
+    beat = _first(p, "heartbeat_interval_s", "heartbeat_s")
+    if beat is None:
+        reg = stack_config("registry")
+        beat = reg.get("heartbeatIntervalS", 100) if isinstance(reg, dict) else 100
     if is_unknown(ttl) or is_unknown(beat):
         return
     factor = int(config_value(args, "factor", 3))
-    if ttl is None or beat is None:
-        report(f"registry resource '{args.name}' sets only one of the service TTL and heartbeat interval")
-    elif float(ttl) < factor * float(beat):
+    if float(ttl) < factor * float(beat):
         report(f"registry resource '{args.name}': service TTL {show(ttl)} s < {factor} x heartbeat interval {show(beat)} s; "
                f"{factor - 1} missed heartbeat(s) would expire a live service")
 

@@ -8,7 +8,17 @@ from typing import Any
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, StackValidationArgs
 
-from .common import config_value, get, is_unknown, plain, resource_policy, schema, show, stack_policy
+from .common import (
+    config_value,
+    get,
+    is_unknown,
+    plain,
+    resource_policy,
+    schema,
+    show,
+    stack_config,
+    stack_policy,
+)
 
 WEIGHTED_FAILOVER = "pulumi-python:dynamic/failover:WeightedFailover"
 GLOBAL_TRAFFIC = "edgefabric:traffic:GlobalTraffic"
@@ -112,8 +122,13 @@ def _notifications(args: StackValidationArgs, report: ReportViolation) -> None:
         if isinstance(found, list):
             channels += found
     if not channels:
+        # Channels are configuration the controller and providers read, not resources.
+        failover = stack_config("failover")
+        found = failover.get("notifications") if isinstance(failover, dict) else None
+        channels = list(found) if isinstance(found, list) else []
+    if not channels:
         report("failover transitions notify nobody: no notification channel (slack, pagerduty, email) is "
-               "configured", holders[0].urn)
+               "configured in edgefabric:failover.notifications", holders[0].urn)
 
 
 failover_notifications = stack_policy(

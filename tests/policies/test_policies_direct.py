@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import copy
+import json
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import pulumi
 import pytest
 from policy_testkit import NOT_APPLICABLE, check, run, stack_args
 
@@ -305,15 +308,27 @@ def test_health_check_thresholds() -> None:
         "health check failure_threshold is 0; it must be >= 1 or a single probe flips the weights"]
 
 
-def test_failover_notifications() -> None:
-    with_channel = stack_args([(traffic.GLOBAL_TRAFFIC, "traffic",
-                                {"notifications": [{"type": "slack", "urlRef": "env:SLACK"}]}, None),
-                               (WF, "record", failover(), "traffic")])
-    assert run(traffic.failover_notifications, with_channel) == []
-    silent = stack_args([(traffic.GLOBAL_TRAFFIC, "traffic", {"notifications": []}, None),
-                         (WF, "record", failover(), "traffic")])
-    assert run(traffic.failover_notifications, silent) == [
-        "failover transitions notify nobody: no notification channel (slack, pagerduty, email) is configured"]
+@pytest.fixture
+def stack_config() -> Iterator[Callable[[dict[str, Any]], None]]:
+    """Set the stack's `edgefabric:` config the way the engine hands it to the pack."""
+    def set_config(values: dict[str, Any]) -> None:
+        pulumi.runtime.set_all_config({f"edgefabric:{k}": json.dumps(v) for k, v in values.items()})
+
+    yield set_config
+    pulumi.runtime.set_all_config({})
+
+
+def test_failover_notifications(stack_config: Callable[[dict[str, Any]], None]) -> None:
+    traffic_only = stack_args([(traffic.GLOBAL_TRAFFIC, "traffic", {}, None), (WF, "record", failover(), "traffic")])
+    stack_config({"failover": {"notifications": [{"type": "slack", "urlRef": "env:SLACK"}]}})
+    assert run(traffic.failover_notifications, traffic_only) == []
+    stack_config({"failover": {"notifications": []}})
+    assert run(traffic.failover_notifications, traffic_only) == [
+        "failover transitions notify nobody: no notification channel (slack, pagerduty, email) is configured "
+        "in edgefabric:failover.notifications"]
+    # A resource that carries its channels counts too.
+    carried = stack_args([(traffic.GLOBAL_TRAFFIC, "traffic", {"notifications": [{"type": "email"}]}, None)])
+    assert run(traffic.failover_notifications, carried) == []
     assert run(traffic.failover_notifications, stack_args([])) == NOT_APPLICABLE
 
 
@@ -353,12 +368,19 @@ def test_dev_keys_are_the_mnemonic_keys() -> None:
     assert {a.address.lower() for a in derived} == DEV_ADDRESSES
 
 
-def test_registry_ttl_vs_heartbeat() -> None:
+def test_registry_ttl_vs_heartbeat(stack_config: Callable[[dict[str, Any]], None]) -> None:
     pol = registry.registry_ttl_heartbeat
     assert check(pol, registry.SERVICE_REGISTRATION, {"ttl": 300, "heartbeat_interval_s": 100}) == []
     assert check(pol, registry.SERVICE_REGISTRATION, {"ttl": 200, "heartbeat_interval_s": 100}, name="api") == [
         "registry resource 'api': service TTL 200 s < 3 x heartbeat interval 100 s; 2 missed heartbeat(s) would "
         "expire a live service"]
+    # The registration carries only its TTL: the interval comes from the stack's registry config.
+    stack_config({"registry": {"heartbeatIntervalS": 300}})
+    assert check(pol, registry.SERVICE_REGISTRATION, {"ttl": 900}) == []
+    assert check(pol, registry.SERVICE_REGISTRATION, {"ttl": 600}, name="api") == [
+        "registry resource 'api': service TTL 600 s < 3 x heartbeat interval 300 s; 2 missed heartbeat(s) would "
+        "expire a live service"]
+    assert check(pol, registry.REGISTRY_CONTRACT, {"chain_id": 137}) == NOT_APPLICABLE
 
 
 # ---------------------------------------------------------------------- secrets
