@@ -8,6 +8,7 @@ The dynamic resources carry their own tokens (providers/registry.py):
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -29,6 +30,7 @@ from .devkeys import DEV_ADDRESSES, DEV_CHAIN_IDS, DEV_PRIVATE_KEYS
 REGISTRY_CONTRACT = "pulumi-python:dynamic/registry:RegistryContract"
 SERVICE_REGISTRATION = "pulumi-python:dynamic/registry:ServiceRegistration"
 REGISTRY_TYPES = (REGISTRY_CONTRACT, SERVICE_REGISTRATION)
+_REF = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|config:[A-Za-z][A-Za-z0-9_.-]*)$")
 _ADDRESS_KEY = re.compile(r"(deployer|owner|signer|from)", re.IGNORECASE)
 
 
@@ -68,12 +70,31 @@ registry_chain = resource_policy(
 )
 
 
+def resolve_ref(ref: str) -> str | None:
+    """The value behind an `env:NAME` / `config:KEY` reference, as the provider would read it.
+
+    The engine starts the pack with its own environment and the stack's config, so the pack
+    sees what the provider will see. Returns None when it is not available."""
+    kind, _, name = ref.partition(":")
+    if kind == "env":
+        return os.environ.get(name)
+    if kind == "config":
+        value = stack_config(name)
+        return value if isinstance(value, str) else None
+    return None
+
+
 def _deployer(args: ResourceValidationArgs, report: ReportViolation) -> None:
     p = _props(args)
     for path, value, _ in leaves(p):
         if is_unknown(value) or not isinstance(value, str):
             continue
-        if value.lower().removeprefix("0x") in DEV_PRIVATE_KEYS:
+        if path.endswith("_ref") and _REF.match(value):
+            behind = resolve_ref(value)
+            if behind is not None and behind.strip().lower().removeprefix("0x") in DEV_PRIVATE_KEYS:
+                report(f"registry resource '{args.name}' {path} ({value}) resolves to a public anvil/hardhat dev "
+                       "key; anyone can sign with it")
+        elif value.lower().removeprefix("0x") in DEV_PRIVATE_KEYS:
             kind = "a secret" if isinstance(value, SecretStr) else "a plain value"
             report(f"registry resource '{args.name}' input {path} is a public anvil/hardhat dev key ({kind}); "
                    "anyone can sign with it")

@@ -357,6 +357,23 @@ def test_registry_deployer_not_dev_key() -> None:
         f"registry resource 'registry' deployer {ANVIL_ADDR_0} is a public anvil/hardhat dev account"]
 
 
+def test_registry_deployer_ref_resolving_to_dev_key(monkeypatch: pytest.MonkeyPatch,
+                                                    stack_config: Callable[[dict[str, Any]], None]) -> None:
+    """A reference is resolved the way the provider will resolve it (the pack inherits the
+    CLI's environment and the stack config), so a dev key behind env:/config: is caught."""
+    pol = registry.registry_deployer_key
+    props = {"chain_id": 137, "deployer_key": None, "deployer_key_ref": "env:EDGEFABRIC_DEPLOYER_KEY"}
+    monkeypatch.setenv("EDGEFABRIC_DEPLOYER_KEY", "0x" + "34" * 32)
+    assert check(pol, registry.REGISTRY_CONTRACT, props) == []
+    monkeypatch.setenv("EDGEFABRIC_DEPLOYER_KEY", ANVIL_KEY_0)
+    assert check(pol, registry.REGISTRY_CONTRACT, props, name="registry") == [
+        "registry resource 'registry' deployer_key_ref (env:EDGEFABRIC_DEPLOYER_KEY) resolves to a public "
+        "anvil/hardhat dev key; anyone can sign with it"]
+    stack_config({"deployerKey": ANVIL_KEY_0.removeprefix("0x")})
+    by_config = {**props, "deployer_key_ref": "config:deployerKey"}
+    assert len(check(pol, registry.SERVICE_REGISTRATION, by_config)) == 1
+
+
 def test_dev_keys_are_the_mnemonic_keys() -> None:
     from eth_account import Account
 
