@@ -1,0 +1,1 @@
+"""The heartbeat agent: keeps registered services alive on the ServiceRegistry."""
