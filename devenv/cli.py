@@ -20,11 +20,14 @@ Engine-free: never import pulumi here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import sys
+import time
 import urllib.error
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -219,7 +222,7 @@ class LocalEnv:
         if pid is None:
             return "not running"
         # SIGTERM: anvil writes its --state file on the way out, so `up` resumes the same chain.
-        anvil.stop_pid(pid)
+        terminate(pid)
         return f"stopped (pid {pid}), chain saved"
 
     # ---- PowerDNS
@@ -270,10 +273,11 @@ class LocalEnv:
 
     def stop_pdns(self) -> str:
         info = self._pdns_record()
-        stopped = powerdns.stop_from_data_dir(self.pdns_dir)
+        (self.pdns_dir / "pdns.pid.json").unlink(missing_ok=True)
         if info is None:
             return "not running"
-        return "stopped" if stopped else "not running"
+        terminate(int(info["pid"]))
+        return f"stopped (pid {info['pid']})"
 
     # ---- endpoints
     def endpoints_status(self) -> dict[str, Any]:
@@ -308,10 +312,23 @@ class LocalEnv:
             f"endpoints: {self.start_endpoints()}",
         ]
 
+    def stop_endpoints(self) -> str:
+        eps = self.endpoints
+        stopped = []
+        for cloud in eps.clouds():
+            try:
+                pid = int(eps.pid_file(cloud).read_text())
+            except (FileNotFoundError, ValueError):
+                continue
+            eps.pid_file(cloud).unlink(missing_ok=True)
+            if _alive(pid):
+                terminate(pid)
+                stopped.append(cloud)
+        return f"stopped {', '.join(stopped)}" if stopped else "not running"
+
     def down(self, purge: bool = False) -> list[str]:
-        self.endpoints.stop_all()
         lines = [
-            "endpoints: stopped",
+            f"endpoints: {self.stop_endpoints()}",
             f"powerdns:  {self.stop_pdns()}",
             f"anvil:     {self.stop_anvil()}",
         ]
@@ -344,6 +361,25 @@ def _alive(pid: int) -> bool:
             return fh.read().split(") ", 1)[1][0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+def terminate(pid: int, timeout_s: float = 10.0) -> None:
+    """SIGTERM, wait until it exits, SIGKILL after timeout_s.
+
+    The stand-ins are detached, so they are not our children: once they exit they stay zombies
+    until PID 1 reaps them, which can take seconds. `_alive` counts a zombie as gone.
+    """
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def _require_free(host: str, port: int, what: str) -> None:

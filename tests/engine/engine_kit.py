@@ -1,0 +1,249 @@
+"""Helpers for the engine tier: the real Pulumi CLI on throwaway projects and stacks.
+
+Every engine call gets its own PULUMI_HOME and file backend under a temporary directory, the
+engine from .tools/bin (built by tools/pulumi-engine/build.sh), no update check and no plugin
+download. Nothing here talks to anything but loopback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+TOOLS_BIN = REPO / ".tools" / "bin"
+VENV_PYTHON = REPO / "venv" / "bin" / "python"
+# The `local` stack's passphrase is published on purpose (it only guards the public anvil dev
+# key and a loopback-only PowerDNS key). Other stacks bring their own secrets provider.
+LOCAL_PASSPHRASE = "edgefabric-local"
+# Anvil's first dev account: a PUBLIC, well-known key (never use it off a dev chain).
+ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+
+
+class EngineCommandError(AssertionError):
+    """A pulumi command failed; the message carries the command and its output."""
+
+
+def ensure_engine() -> Path:
+    """Build or find the engine (cached after the first time); return the directory holding `pulumi`."""
+    proc = subprocess.run(
+        [str(REPO / "tools" / "pulumi-engine" / "build.sh")],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            "tools/pulumi-engine/build.sh failed; the engine tests need the Pulumi CLI.\n"
+            f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+        )
+    found = shutil.which("pulumi", path=f"{TOOLS_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    if found is None:
+        raise RuntimeError(f"build.sh succeeded but no `pulumi` on {TOOLS_BIN} or PATH:\n{proc.stdout}")
+    return Path(found).parent
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def free_udp_tcp_port(host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP (a DNS server listens on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind((host, 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket() as tcp:
+                try:
+                    tcp.bind((host, port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no port free for both UDP and TCP on loopback")
+
+
+@dataclass
+class Engine:
+    """Runs the CLI for one project directory with an isolated home and backend."""
+
+    project: Path
+    root: Path
+    bin_dir: Path
+    passphrase: str = LOCAL_PASSPHRASE
+    extra_env: Mapping[str, str] | None = None
+
+    @property
+    def home(self) -> Path:
+        return self.root / "pulumi-home"
+
+    @property
+    def backend_dir(self) -> Path:
+        return self.root / "state"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            PULUMI_HOME=str(self.home),
+            PULUMI_BACKEND_URL=f"file://{self.backend_dir}",
+            PULUMI_CONFIG_PASSPHRASE=self.passphrase,
+            PULUMI_SKIP_UPDATE_CHECK="true",
+            PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",
+            PULUMI_SKIP_CONFIRMATIONS="true",
+            # Plain, uncoloured, non-interactive output the tests can read.
+            PULUMI_COLOR="never",
+            NO_COLOR="1",
+            PATH=f"{self.bin_dir}{os.pathsep}{env.get('PATH', '')}",
+        )
+        env.pop("PULUMI_ACCESS_TOKEN", None)
+        if self.extra_env:
+            env.update(self.extra_env)
+        return env
+
+    def argv(self, args: Sequence[str]) -> list[str]:
+        return [str(self.bin_dir / "pulumi"), *args, "--non-interactive", "--color", "never"]
+
+    def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.backend_dir.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(
+            self.argv(args), cwd=self.project, env=self.env(), capture_output=True, text=True, timeout=timeout
+        )
+        if check and proc.returncode != 0:
+            raise EngineCommandError(describe(proc))
+        return proc
+
+    def start(self, *args: str, log: Path) -> subprocess.Popen[bytes]:
+        """Start a command in its own process group (so a test can kill the whole tree)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.backend_dir.mkdir(parents=True, exist_ok=True)
+        with open(log, "wb") as out:
+            return subprocess.Popen(
+                self.argv(args), cwd=self.project, env=self.env(), stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+
+    def export(self, stack: str, show_secrets: bool = False) -> dict[str, Any]:
+        args = ["stack", "export", "--stack", stack]
+        if show_secrets:
+            args.append("--show-secrets")
+        return dict(json.loads(self.run(*args).stdout))
+
+    def outputs(self, stack: str, show_secrets: bool = False) -> dict[str, Any]:
+        args = ["stack", "output", "--json", "--stack", stack]
+        if show_secrets:
+            args.append("--show-secrets")
+        return dict(json.loads(self.run(*args).stdout))
+
+    def preview_json(self, stack: str, *extra: str) -> dict[str, Any]:
+        """`pulumi preview --json`: the planned steps, machine-readable."""
+        return dict(json.loads(self.run("preview", "--json", "--stack", stack, *extra).stdout))
+
+
+def describe(proc: subprocess.CompletedProcess[str]) -> str:
+    args = proc.args if isinstance(proc.args, list) else [str(proc.args)]
+    return (
+        f"`{' '.join(str(a) for a in args)}` exited {proc.returncode}\n"
+        f"--- stdout (tail)\n{proc.stdout[-6000:]}\n--- stderr (tail)\n{proc.stderr[-4000:]}"
+    )
+
+
+def steps_by_op(preview: Mapping[str, Any]) -> dict[str, list[str]]:
+    """{op: [type::name, ...]} from `pulumi preview --json` (ops: create, update, replace, same, ...)."""
+    out: dict[str, list[str]] = {}
+    for step in preview.get("steps", []):
+        urn = str(step.get("urn", ""))
+        parts = urn.split("::")
+        label = f"{parts[-2].rsplit('$', 1)[-1]}::{parts[-1]}" if len(parts) >= 2 else urn
+        out.setdefault(str(step.get("op")), []).append(label)
+    return out
+
+
+def resources_of_type(deployment: Mapping[str, Any], type_token: str) -> list[dict[str, Any]]:
+    return [r for r in deployment["deployment"].get("resources", []) if r.get("type") == type_token]
+
+
+def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+    """Kill a process started with start_new_session=True and every child it spawned."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    proc.wait(timeout=30)
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
+    """Poll until predicate() is truthy (bounded); return its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+# --------------------------------------------------------------------------- the local stack
+
+
+@dataclass
+class LocalPorts:
+    anvil: int
+    pdns_api: int
+    pdns_dns: int
+    endpoint: int
+
+
+def pick_local_ports() -> LocalPorts:
+    from devenv.endpoints import DEFAULT_IPS, free_common_port
+
+    return LocalPorts(
+        anvil=free_port(),
+        pdns_api=free_port(),
+        pdns_dns=free_udp_tcp_port(),
+        endpoint=free_common_port(DEFAULT_IPS.values()),
+    )
+
+
+def copy_project(dest: Path, ports: LocalPorts) -> Path:
+    """A throwaway copy of the project whose `local` stack points at the test's ports.
+
+    Code directories are symlinked (the program resolves its own files from their real paths);
+    the stack file is rewritten with the ports, keeping its secure values and encryption salt.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("Pulumi.yaml", "__main__.py"):
+        shutil.copy2(REPO / name, dest / name)
+    for name in ("components", "providers", "contracts", "devenv", "policies", "venv"):
+        if (REPO / name).exists():
+            (dest / name).symlink_to(REPO / name)
+    doc = yaml.safe_load((REPO / "Pulumi.local.yaml").read_text())
+    cfg = doc["config"]
+    cfg["edgefabric:registry"]["rpcUrl"] = f"http://127.0.0.1:{ports.anvil}"
+    cfg["edgefabric:dns"]["backends"]["powerdns"]["apiUrl"] = f"http://127.0.0.1:{ports.pdns_api}"
+    cfg["edgefabric:healthCheck"]["check"]["port"] = ports.endpoint
+    (dest / "Pulumi.local.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return dest
+
+
+def local_env(project: Path, data_dir: Path, ports: LocalPorts, *args: str) -> subprocess.CompletedProcess[str]:
+    """Drive devenv.cli (what scripts/local-env runs) for the copied stack."""
+    proc = subprocess.run(
+        [str(VENV_PYTHON), "-m", "devenv.cli", "--dir", str(data_dir),
+         "--stack-file", str(project / "Pulumi.local.yaml"), "--pdns-dns-port", str(ports.pdns_dns), *args],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    if proc.returncode not in (0, 3):
+        raise AssertionError(describe(proc))
+    return proc
