@@ -12,7 +12,7 @@ import pytest
 
 from components.config import raw_from_stack_file
 from components.render import Rendered, render, render_stack_file
-from policies.rules import ALL_POLICIES
+from policies.rules import ALL_POLICIES, registry, traffic
 from policies.rules.runtime import Report, Resource, evaluate, secret
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,11 +39,21 @@ def stack_report(stack: str) -> tuple[Rendered, Report]:
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
 def test_policies_run_over_every_rendered_stack(stack: str) -> None:
-    _, report = stack_report(stack)
-    # The run is not vacuous: the workload, tag and cluster policies saw real resources.
-    for name in ("required-labels", "k8s-requests-limits", "k8s-probes", "pinned-images",
-                 "cluster-endpoint-restricted", "node-pool-autoscaling", "kubernetes-version-window",
-                 "no-plaintext-secrets"):
+    rendered, report = stack_report(stack)
+    # The run is not vacuous: the workload, tag and cluster policies saw real resources, and
+    # the traffic and registry ones did wherever the stack registers their resources.
+    expected = ["required-labels", "k8s-requests-limits", "k8s-probes", "pinned-images",
+                "cluster-endpoint-restricted", "node-pool-autoscaling", "kubernetes-version-window",
+                "no-plaintext-secrets", "edge-placement-fits"]
+    types = {r.type for r in rendered.resources}
+    if traffic.WEIGHTED_FAILOVER in types:
+        expected += ["failover-ttl", "failover-clouds", "health-check-timing", "health-check-thresholds",
+                     "failover-notifications"]
+    if types & set(registry.REGISTRY_TYPES):
+        expected += ["registry-not-dev-chain", "registry-deployer-not-dev-key"]
+    if registry.SERVICE_REGISTRATION in types:
+        expected += ["registry-ttl-vs-heartbeat"]
+    for name in expected:
         assert report.checked[name] > 0, f"{name} applied to nothing in {stack}"
     assert report.errors == []
     levels = {v.level for v in report.violations}
