@@ -292,3 +292,37 @@ def test_partial_failure_is_reported_per_backend(pdns: PowerDnsServer) -> None:
     assert not by["powerdns-dead"].ok and "failed after" in (by["powerdns-dead"].error or "")
     assert good.read(spec) == {"default": {"aws": 100}}
     good.delete(spec)
+
+
+# ------------------------------------------------------------------ retries
+
+
+def test_retry_backs_off_on_transient_errors_only() -> None:
+    from providers.dns.base import DnsBackendError, TransientError, retry
+
+    calls: list[int] = []
+    sleeps: list[float] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise TransientError("HTTP 503")
+        return "ok"
+
+    assert retry(flaky, "op", sleep=sleeps.append) == "ok"
+    assert len(calls) == 3 and len(sleeps) == 2 and sleeps[0] <= 0.2 and sleeps[1] <= 0.4
+
+    def always() -> None:
+        raise TransientError("HTTP 429")
+
+    with pytest.raises(DnsBackendError, match="failed after 4 attempts"):
+        retry(always, "op", sleep=sleeps.append)
+
+    def fatal() -> None:
+        calls.append(1)
+        raise DnsBackendError("HTTP 422: bad record")
+
+    before = len(calls)
+    with pytest.raises(DnsBackendError, match="422"):
+        retry(fatal, "op", sleep=sleeps.append)
+    assert len(calls) == before + 1  # not retried
