@@ -1,0 +1,262 @@
+"""`make demo`: a real `pulumi up` of the local stack, then a live failover.
+
+    venv/bin/python scripts/demo.py [--skip-up] [--samples 200]
+
+1. start the local stand-ins (scripts/local-env up: anvil, PowerDNS, three cloud endpoints);
+2. `pulumi up --stack local --yes` with the engine from .tools/bin (make engine);
+3. print the contract address, the registered service ids, the DNS weights and a sample of
+   answers from PowerDNS, counted by cloud;
+4. fail aws, reconcile once with the failover controller, show the new distribution;
+   heal aws, wait out the recovery hold-down, reconcile, show it back;
+5. say what to try next.
+
+Safe to re-run: every step converges on what is already there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from devenv.cli import DEFAULT_DIR, DEFAULT_STACK_FILE, LocalEnv  # noqa: E402
+
+STACK = "local"
+# Published on purpose: it guards only the public anvil dev key and a loopback-only API key.
+LOCAL_PASSPHRASE = "edgefabric-local"
+PYTHON = str(REPO / "venv" / "bin" / "python")
+
+TOKENS = {
+    "contract": "pulumi-python:dynamic/registry:RegistryContract",
+    "service": "pulumi-python:dynamic/registry:ServiceRegistration",
+    "failover": "pulumi-python:dynamic/failover:WeightedFailover",
+}
+
+
+def say(text: str) -> None:
+    print(f"\n\033[1m==> {text}\033[0m", flush=True)
+
+
+def engine_env() -> dict[str, str]:
+    """What scripts/engine-env.sh sets, plus the local stack's passphrase."""
+    env = dict(os.environ)
+    env.update(
+        PULUMI_HOME=env.get("PULUMI_HOME") or str(REPO / ".pulumi-home"),
+        PULUMI_BACKEND_URL=env.get("PULUMI_BACKEND_URL") or f"file://{REPO / '.state'}",
+        PULUMI_SKIP_UPDATE_CHECK="true",
+        PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",
+        PULUMI_CONFIG_PASSPHRASE=LOCAL_PASSPHRASE,
+        PATH=f"{REPO / '.tools' / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+    )
+    Path(env["PULUMI_HOME"]).mkdir(parents=True, exist_ok=True)
+    Path(env["PULUMI_BACKEND_URL"].removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def pulumi(env: Mapping[str, str], *args: str, capture: bool = True) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("pulumi", path=env["PATH"])
+    if exe is None:
+        raise SystemExit("demo: no `pulumi` found; run `make engine` first")
+    proc = subprocess.run([exe, *args], cwd=REPO, env=dict(env), text=True, capture_output=capture)
+    if proc.returncode != 0:
+        if capture:
+            sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+        raise SystemExit(f"demo: `pulumi {' '.join(args)}` failed (exit {proc.returncode})")
+    return proc
+
+
+def find(obj: Any, *keys: str) -> Any:
+    """First value under any of `keys`, searching nested outputs depth-first."""
+    if isinstance(obj, Mapping):
+        for key in keys:
+            if key in obj:
+                return obj[key]
+        for value in obj.values():
+            got = find(value, *keys)
+            if got is not None:
+                return got
+    return None
+
+
+def summary(env: Mapping[str, str]) -> tuple[str | None, dict[str, str], dict[str, Any] | None]:
+    """Contract address, service ids and DNS weights: stack outputs first, else the state."""
+    outputs = json.loads(pulumi(env, "stack", "output", "--json", "--stack", STACK).stdout or "{}")
+    address = find(outputs, "contractAddress", "contract_address")
+    services = find(outputs, "serviceIds", "service_ids") or {}
+    weights = find(outputs, "dnsWeights", "dns_weights", "weights")
+    if address is None or not services or weights is None:
+        state = json.loads(pulumi(env, "stack", "export", "--stack", STACK).stdout)
+        resources = state["deployment"].get("resources", [])
+        for res in resources:
+            outs = res.get("outputs", {})
+            name = res["urn"].rsplit("::", 1)[-1]
+            if res["type"] == TOKENS["contract"] and address is None:
+                address = find(outs, "address", "contract_address", "contractAddress")
+            elif res["type"] == TOKENS["service"] and isinstance(services, dict):
+                sid = find(outs, "service_id", "serviceId")
+                if sid:
+                    services.setdefault(name, sid)
+            elif res["type"] == TOKENS["failover"] and weights is None:
+                weights = outs.get("plan")
+    return address, dict(services) if isinstance(services, Mapping) else {}, weights
+
+
+def print_weights(weights: Any) -> None:
+    answers = find(weights, "answers") if isinstance(weights, Mapping) else None
+    if not isinstance(answers, Mapping):
+        print(f"  {json.dumps(weights)}")
+        return
+    for name, answer in answers.items():
+        regions = ", ".join(answer.get("regions") or []) or "everyone else"
+        shares = "  ".join(f"{cloud} {w:>3}" for cloud, w in sorted(answer.get("weights", {}).items()))
+        print(f"  {name:<16} {shares}    ({regions})")
+
+
+def sample(env_layout: LocalEnv, n: int) -> collections.Counter[str]:
+    """Ask PowerDNS n times for the record; count answers by cloud."""
+    import dns.message
+    import dns.query
+    import dns.rdatatype
+
+    layout = env_layout.layout
+    cloud_of = {ip: cloud for cloud, ip in layout.endpoint_ips.items()}
+    counts: collections.Counter[str] = collections.Counter()
+    for _ in range(n):
+        query = dns.message.make_query(layout.record_name, dns.rdatatype.A)
+        reply = dns.query.udp(query, "127.0.0.1", port=layout.pdns_dns_port, timeout=2)
+        ips = [item.address for rrset in reply.answer for item in rrset if rrset.rdtype == dns.rdatatype.A]
+        for ip in ips or ["(no answer)"]:
+            counts[cloud_of.get(ip, ip)] += 1
+    return counts
+
+
+def print_sample(counts: collections.Counter[str], n: int) -> None:
+    for cloud in sorted(counts):
+        bar = "#" * round(40 * counts[cloud] / n)
+        print(f"  {cloud:<12} {counts[cloud]:>4}/{n}  {bar}")
+
+
+def describe_event(event: Mapping[str, Any]) -> str:
+    """One controller event as a short line (the controller prints JSON lines)."""
+    kind = event.get("event")
+    if kind == "transition":
+        return f"{event.get('target')} is now {event.get('to')} ({event.get('detail', '')})"
+    if kind == "plan":
+        default = (event.get("weights") or {}).get("default")
+        return f"new plan, default answer {default}" + (" (fail-open)" if event.get("fail_open") else "")
+    if kind == "applied":
+        return f"applied to {event.get('backend')}"
+    if kind == "notify":
+        return f"notified {event.get('channels') or 'no channel configured'}: {event.get('summary')}"
+    if kind in ("stop", None):
+        return ""
+    return json.dumps({k: v for k, v in event.items() if k != "ts"})[:200]
+
+
+def controller_once(layout_env: LocalEnv, state_file: Path) -> None:
+    """One reconcile of the failover controller (same planner and backends as `pulumi up`)."""
+    env = dict(os.environ)
+    env["EDGEFABRIC_SECRET_POWERDNSAPIKEY"] = layout_env.layout.pdns_api_key
+    proc = subprocess.run(
+        [PYTHON, "-m", "providers.controller", "--stack", STACK, "--once", "--state-file", str(state_file)],
+        cwd=REPO, env=env, text=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    for line in proc.stdout.splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        text = describe_event(event)
+        if text:
+            print(f"  controller: {text}")
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+        raise SystemExit(f"demo: the failover controller failed (exit {proc.returncode})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/demo.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=200, help="DNS answers to sample (default 200)")
+    parser.add_argument("--skip-up", action="store_true", help="use the deployed stack as it is")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+
+    say("1/5  local stand-ins: anvil, PowerDNS, three cloud endpoints (scripts/local-env up)")
+    subprocess.run([PYTHON, "-m", "devenv.cli", "up"], cwd=REPO, check=True)
+    local = LocalEnv.load(DEFAULT_DIR, DEFAULT_STACK_FILE)
+
+    if "encryptionsalt:" not in DEFAULT_STACK_FILE.read_text():
+        # Without it, `pulumi stack init` would rewrite the committed stack file.
+        raise SystemExit(
+            f"demo: {DEFAULT_STACK_FILE.name} has no `encryptionsalt`: the local stack must ship its secrets "
+            f"(deployerKey, powerdnsApiKey) encrypted with the passphrase {LOCAL_PASSPHRASE!r}"
+        )
+    env = engine_env()
+    say(f"2/5  pulumi up --stack {STACK}  (file backend {env['PULUMI_BACKEND_URL']})")
+    pulumi(env, "stack", "select", STACK, "--create")
+    if not args.skip_up:
+        pulumi(env, "up", "--yes", "--stack", STACK, "--skip-preview", capture=False)
+
+    say("3/5  what was deployed")
+    address, services, weights = summary(env)
+    print(f"  ServiceRegistry contract   {address or '(none: registry disabled?)'}  on {local.layout.rpc_url}")
+    print("  registered services")
+    for name, sid in sorted(services.items()):
+        print(f"    {name:<28} {sid}")
+    print(f"  DNS weights for {local.layout.record_name}")
+    print_weights(weights)
+    print(f"  {args.samples} answers from PowerDNS (127.0.0.1:{local.layout.pdns_dns_port}), by cloud")
+    print_sample(sample(local, args.samples), args.samples)
+
+    say("4/5  failover, for real: aws's /health starts answering 503")
+    print(f"  {local.set_health('aws', healthy=False)}")
+    with tempfile.TemporaryDirectory(prefix="edgefabric-demo-") as tmp:
+        state_file = Path(tmp) / "controller-state.json"
+        controller_once(local, state_file)
+        print(f"  {args.samples} answers after the failover")
+        print_sample(sample(local, args.samples), args.samples)
+
+        say("     heal aws: it must answer 200 for the whole recovery hold-down before it gets traffic back")
+        print(f"  {local.set_health('aws', healthy=True)}")
+        controller_once(local, state_file)  # starts aws's success streak
+        hold = local_hold_down_s()
+        print(f"  waiting out the recovery hold-down ({hold:g} s, healthCheck.recoveryHoldDownS)")
+        time.sleep(hold)
+        controller_once(local, state_file)
+        print(f"  {args.samples} answers after the recovery")
+        print_sample(sample(local, args.samples), args.samples)
+
+    say(f"5/5  done in {time.monotonic() - started:.0f} s. What to try next")
+    print(
+        "  . scripts/engine-env.sh && export PULUMI_CONFIG_PASSPHRASE=edgefabric-local\n"
+        "  scripts/local-env status                  what runs where\n"
+        "  scripts/local-env fail gcp && pulumi preview --stack local   a health change is a weight change\n"
+        "  venv/bin/python -m providers.controller --stack local        keep failover running between deploys\n"
+        f"  dig @127.0.0.1 -p {local.layout.pdns_dns_port} {local.layout.record_name} A\n"
+        "  pulumi destroy --stack local --yes && scripts/local-env down   clean up\n"
+        "  make test                                  the whole ladder, engine tests included"
+    )
+    return 0
+
+
+def local_hold_down_s() -> float:
+    import yaml
+
+    cfg = yaml.safe_load(DEFAULT_STACK_FILE.read_text())["config"]
+    return float((cfg.get("edgefabric:healthCheck") or {}).get("recoveryHoldDownS", 10))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
