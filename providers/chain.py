@@ -187,7 +187,7 @@ class ErrorDecoder:
             return None, (), "reverted without a reason"
         entry = self._errors.get(bytes(raw[:4]))
         if entry is None:
-            return None, (), f"reverted with unknown error data {raw.hex()[:74]}"
+            return None, (), f"reverted with unknown error data {raw.to_0x_hex()[:74]}"
         types = [i["type"] for i in entry["inputs"]]
         try:
             values = tuple(abi_decode(types, bytes(raw[4:])))
