@@ -136,6 +136,28 @@ class Engine:
                 start_new_session=True,
             )  # fmt: skip
 
+    def kill(self, proc: subprocess.Popen[bytes]) -> list[int]:
+        """SIGKILL a started command and every process it left behind, as a crash would.
+
+        Plugins run in their own process groups, so killing the CLI's group is not enough: the
+        stragglers are found by the PULUMI_HOME this engine gave them (unique to the test).
+        Returns the pids of the stragglers."""
+        kill_group(proc, signal.SIGKILL)
+        marker = f"PULUMI_HOME={self.home}".encode()
+        stragglers = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if marker in environ:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(entry.name), signal.SIGKILL)
+                stragglers.append(int(entry.name))
+        return stragglers
+
     def export(self, stack: str, show_secrets: bool = False) -> dict[str, Any]:
         args = ["stack", "export", "--stack", stack]
         if show_secrets:

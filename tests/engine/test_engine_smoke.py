@@ -146,3 +146,17 @@ def test_destroy_removes_the_resource(smoke: Engine) -> None:
     smoke.run("destroy", "--yes", "--stack", STACK)
     assert not path.exists()
     assert resources_of_type(smoke.export(STACK), "pulumi-python:dynamic/smoke:LocalFile") == []
+
+
+def test_stack_without_any_config_runs(engine_bin: Path, tmp_path: Path) -> None:
+    """The language host must hand the program `{}` (not null) when the stack has no config."""
+    project = tmp_path / "bare"
+    project.mkdir()
+    (project / "Pulumi.yaml").write_text(
+        f"name: bare\nruntime:\n  name: python\n  options:\n    virtualenv: {REPO / 'venv'}\n"
+    )
+    (project / "__main__.py").write_text("import pulumi\npulumi.export('answer', 42)\n")
+    eng = Engine(project=project, root=tmp_path, bin_dir=engine_bin, passphrase="bare")
+    eng.run("stack", "init", "bare")
+    eng.run("up", "--yes", "--stack", "bare")
+    assert eng.outputs("bare") == {"answer": 42}

@@ -32,6 +32,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
@@ -89,7 +90,9 @@ func serve(args []string) error {
 	handle, err := rpcutil.ServeWithOptions(rpcutil.ServeOptions{
 		Cancel: stop,
 		Init: func(srv *grpc.Server) error {
-			pulumirpc.RegisterLanguageRuntimeServer(srv, &host{engineAddress: engineAddress, execPath: execPath})
+			pulumirpc.RegisterLanguageRuntimeServer(srv, &host{
+				ctx: ctx, engineAddress: engineAddress, execPath: execPath,
+			})
 			return nil
 		},
 	})
@@ -128,8 +131,19 @@ func findExecScript() (string, error) {
 
 type host struct {
 	pulumirpc.UnimplementedLanguageRuntimeServer
+	// ctx ends when the engine is gone (failed health check): the programs we started are
+	// then stopped too, instead of waiting forever on a resource monitor that no longer exists.
+	ctx           context.Context
 	engineAddress string
 	execPath      string
+}
+
+// command builds a child process that is stopped (SIGTERM, then SIGKILL) when ctx ends.
+func command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
 }
 
 func (h *host) Handshake(
@@ -282,7 +296,13 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 	args = append(args, programPath(req))
 	args = append(args, req.GetArgs()...)
 
-	config, err := json.Marshal(req.GetConfig())
+	// Always a JSON object: the exec script iterates over it, and `null` (a stack without any
+	// config) would crash it before the program starts.
+	configMap := req.GetConfig()
+	if configMap == nil {
+		configMap = map[string]string{}
+	}
+	config, err := json.Marshal(configMap)
 	if err != nil {
 		return nil, fmt.Errorf("serialize config: %w", err)
 	}
@@ -295,7 +315,7 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 		return nil, fmt.Errorf("serialize secret config keys: %w", err)
 	}
 
-	cmd := exec.Command(py.python, args...)
+	cmd := command(h.ctx, py.python, args...)
 	cmd.Dir = req.GetPwd()
 	cmd.Stdout = os.Stdout
 	cmd.Stderr = os.Stderr
@@ -365,7 +385,7 @@ func (h *host) RunPlugin(
 		return errors.New("RunPlugin: no program given")
 	}
 	args := append([]string{"-u", program}, req.GetArgs()...)
-	cmd := exec.CommandContext(stream.Context(), py.python, args...)
+	cmd := command(stream.Context(), py.python, args...)
 	cmd.Dir = req.GetPwd()
 	// Later duplicates win in os/exec, so the request's env overrides ours.
 	cmd.Env = append(py.env(os.Environ()), req.GetEnv()...)
