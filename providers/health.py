@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Union
 from urllib.parse import urlsplit
@@ -193,8 +194,28 @@ async def probe_many(
 def probe_many_sync(
     probes: Mapping[str, Probe], timeout_s: float, concurrency: int = 100
 ) -> dict[str, ProbeResult]:
-    """`probe_many` for synchronous callers (providers, controller)."""
-    return asyncio.run(probe_many(probes, timeout_s, concurrency))
+    """`probe_many` for synchronous callers (providers, controller).
+
+    Runs on a private event loop and leaves the thread's current loop alone
+    (`asyncio.run` would reset it, breaking a caller such as the Pulumi runtime
+    that uses the thread's loop afterwards). From inside a running loop it
+    runs on a helper thread instead of failing.
+    """
+
+    def fresh() -> dict[str, ProbeResult]:
+        loop = asyncio.new_event_loop()
+        try:
+            return loop.run_until_complete(probe_many(probes, timeout_s, concurrency))
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fresh()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(fresh).result()
 
 
 # ------------------------------------------------------------------ state machine
