@@ -7,6 +7,7 @@ Engine-free: never import pulumi here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -215,5 +216,6 @@ def stop_pid(pid: int, timeout: float = 10.0) -> bool:
         except ProcessLookupError:
             return True
         time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):  # it may exit between the last check and now
+        os.kill(pid, signal.SIGKILL)
     return True
