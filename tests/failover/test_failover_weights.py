@@ -150,3 +150,20 @@ def test_deterministic(case: tuple[PlanInput, int]) -> None:
     # Insertion order of the health mapping must not matter either.
     reordered = PlanInput(inp.strategy, inp.rules, inp.default_weight, dict(reversed(list(inp.health.items()))))
     assert plan(reordered, scale) == plan(inp, scale)
+
+
+def test_engine_free_modules_never_import_pulumi() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys; import providers.health, providers.weights, providers.reconcile, providers.controller, "
+        "providers.notify, providers.dns.route53, providers.dns.azure_tm, providers.dns.gcp_dns, "
+        "providers.dns.powerdns, devenv.endpoints, devenv.powerdns; "
+        "print(sorted(m for m in sys.modules if m == 'pulumi' or m.startswith('pulumi.')))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
