@@ -10,6 +10,9 @@ from components.cloud_core import CloudCore
 from components.config import from_pulumi
 from components.edge_nodes import EdgeSiteComponent
 from components.regional_edge import RegionalEdge
+from components.registry import BlockchainRegistry, ServiceSpec
+from components.secrets import env_name, resolve
+from components.traffic import GlobalTraffic
 
 cfg = from_pulumi()
 
@@ -31,3 +34,33 @@ pulumi.export("kubeconfigs", pulumi.Output.secret({cloud: core.kubeconfig for cl
 pulumi.export("ingress", ingress)
 pulumi.export("regions", {name: region.gateway_service for name, region in regions.items()})
 pulumi.export("edgeSites", {name: site.services for name, site in sites.items()})
+
+if cfg.registry is not None and cfg.registry.enabled:
+    # Every core service is registered once, with one endpoint per cloud that answers for it.
+    services = [
+        ServiceSpec(
+            name=svc.name,
+            version=svc.image.rsplit(":", 1)[-1],
+            endpoints=[pulumi.Output.concat("http://", ingress[cloud], f":{svc.ports[0].port}/{svc.name}")
+                       for cloud in cfg.clouds.enabled],
+            metadata=f'{{"kind":"{svc.kind}","environment":"{cfg.environment}"}}',
+        )
+        for svc in cfg.core.services
+    ]
+    ref = cfg.registry.deployer_key_ref
+    registry = BlockchainRegistry(
+        "registry", cfg.registry, services, environment=cfg.environment,
+        deployer_key=None if env_name(ref) else resolve(ref, "registry.deployerKeyRef"),
+        k8s_providers={cloud: core.k8s_provider for cloud, core in cores.items()},
+    )
+    pulumi.export("contractAddress", registry.contract_address)
+    pulumi.export("chainId", registry.chain_id)
+    pulumi.export("serviceIds", registry.service_ids)
+
+if cfg.dns is not None:
+    traffic = GlobalTraffic("global", cfg, ingress,
+                            providers={cloud: core.provider for cloud, core in cores.items()})
+    pulumi.export("dnsRecord", cfg.dns.record_name)
+    pulumi.export("dnsWeights", traffic.plan)
+    pulumi.export("dnsHealth", traffic.health)
+    pulumi.export("dnsRecordIds", traffic.record_ids)

@@ -48,8 +48,8 @@ class CloudCore(pulumi.ComponentResource):
         size = cfg.core.clusters[cloud]
         build = {"aws": self._eks, "azure": self._aks, "gcp": self._gke}[cloud]
         # The cloud's provider belongs to this component, like the cluster it creates.
-        provider = cloud_provider(cloud, cfg, self)
-        cluster_name, kubeconfig = build(cfg, size, provider)
+        self.provider = cloud_provider(cloud, cfg, self)
+        cluster_name, kubeconfig = build(cfg, size, self.provider)
         self.cluster_name = cluster_name
         self.kubeconfig = pulumi.Output.secret(kubeconfig)
         self.k8s_provider = k8s.Provider(

@@ -45,6 +45,18 @@ def expected_counts(cfg: StackConfig) -> Counter[str]:
     want["docker:index/container:Container"] = sum(len(s.services) for s in docker_sites)
     want["pulumi:providers:docker"] = len(docker_sites)
     want["command:remote:Command"] = sum(len(s.services) for s in native_sites)
+    registry = cfg.registry is not None and cfg.registry.enabled
+    want["edgefabric:registry:BlockchainRegistry"] = int(registry)
+    want["pulumi-python:dynamic/registry:RegistryContract"] = int(registry)
+    want["pulumi-python:dynamic/registry:ServiceRegistration"] = len(core) if registry else 0
+    if registry:  # a heartbeat agent, its namespace and its key Secret on every core cluster
+        want["kubernetes:apps/v1:Deployment"] += len(clouds)
+        want["kubernetes:core/v1:Namespace"] += len(clouds)
+    want["kubernetes:core/v1:Secret"] = len(clouds) if registry else 0
+    want["edgefabric:traffic:GlobalTraffic"] = int(cfg.dns is not None)
+    want["pulumi-python:dynamic/failover:WeightedFailover"] = int(cfg.dns is not None)
+    route53 = cfg.dns is not None and cfg.dns.backends.route53 is not None and "aws" in clouds
+    want["aws:route53/healthCheck:HealthCheck"] = len(cfg.clouds.enabled) if route53 else 0
     return want
 
 
