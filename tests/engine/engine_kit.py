@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -102,7 +103,6 @@ class Engine:
             PULUMI_CONFIG_PASSPHRASE=self.passphrase,
             PULUMI_SKIP_UPDATE_CHECK="true",
             PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",
-            PULUMI_SKIP_CONFIRMATIONS="true",
             # Plain, uncoloured, non-interactive output the tests can read.
             PULUMI_COLOR="never",
             NO_COLOR="1",
@@ -192,6 +192,26 @@ def steps_by_op(preview: Mapping[str, Any]) -> dict[str, list[str]]:
         label = f"{parts[-2].rsplit('$', 1)[-1]}::{parts[-1]}" if len(parts) >= 2 else urn
         out.setdefault(str(step.get("op")), []).append(label)
     return out
+
+
+_DIFF_HEAD = re.compile(r"^\s*(?:[-+~]|\+-|-\+)\s+(\S+): \(([\w-]+)\)")
+_DIFF_URN = re.compile(r"\[urn=(urn:pulumi:[^\]]+)\]")
+
+
+def diff_ops(text: str) -> dict[str, str]:
+    """{resource name: op} from the `--diff` text of preview/refresh, e.g. {"global-failover": "update"}."""
+    ops: dict[str, str] = {}
+    pending: str | None = None
+    for line in text.splitlines():
+        head = _DIFF_HEAD.match(line)
+        if head:
+            pending = head.group(2)
+            continue
+        urn = _DIFF_URN.search(line)
+        if urn and pending:
+            ops[urn.group(1).rsplit("::", 1)[-1]] = pending
+            pending = None
+    return ops
 
 
 def resources_of_type(deployment: Mapping[str, Any], type_token: str) -> list[dict[str, Any]]:

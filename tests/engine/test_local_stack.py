@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from engine_kit import (
     ANVIL_DEV_KEY,
     Engine,
-    EngineCommandError,
     LocalPorts,
     copy_project,
+    describe,
+    diff_ops,
     local_env,
     pick_local_ports,
     resources_of_type,
@@ -174,12 +176,14 @@ def test_refresh_sees_drift_and_up_repairs_it(stack: LocalStack) -> None:
     gone = registry.get_service(sid)
     assert gone is None or not gone.is_active
 
-    out = stack.engine.run("refresh", "--yes", "--diff", "--stack", STACK).stdout
+    # Refresh shows both: the record's published weights changed, the registration is gone.
+    shown = diff_ops(stack.engine.run("refresh", "--preview-only", "--diff", "--stack", STACK).stdout)
     failover_name = resources_of_type(state, FAILOVER)[0]["urn"].rsplit("::", 1)[-1]
     victim_name = victim["urn"].rsplit("::", 1)[-1]
-    changed = [line for line in out.splitlines() if line.lstrip().startswith(("~", "-"))]
-    assert any(failover_name in line for line in changed), out
-    assert any(victim_name in line for line in changed), out
+    assert shown.get(failover_name) == "update", shown
+    assert shown.get(victim_name) in ("update", "delete"), shown
+    assert set(shown) == {failover_name, victim_name}, shown
+    stack.engine.run("refresh", "--yes", "--stack", STACK)
 
     stack.engine.run("up", "--yes", "--stack", STACK, timeout=900)
     [rrset] = stack.lua_rrsets()
@@ -188,6 +192,45 @@ def test_refresh_sees_drift_and_up_repairs_it(stack: LocalStack) -> None:
     by_name = {r["urn"]: r["outputs"]["service_id"] for r in repaired}
     record = registry.get_service(by_name[victim["urn"]])
     assert record is not None and record.is_active
+    stack.engine.run("preview", "--expect-no-changes", "--stack", STACK)
+
+
+def _edit_service(stack: LocalStack, name: str, edit: Any) -> None:
+    path = stack.engine.project / "Pulumi.local.yaml"
+    doc = yaml.safe_load(path.read_text())
+    [svc] = [s for s in doc["config"]["edgefabric:core"]["services"] if s["name"] == name]
+    edit(svc)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def test_endpoint_change_updates_in_place_and_version_change_replaces(stack: LocalStack) -> None:
+    label = f"{SERVICE}::registry-business-logic"
+    by_urn = {r["urn"]: r for r in resources_of_type(stack.state(), SERVICE)}
+    [before] = [r for urn, r in by_urn.items() if urn.endswith("::registry-business-logic")]
+    registry = stack.registry(resources_of_type(stack.state(), CONTRACT)[0]["outputs"]["address"])
+
+    # Endpoints (from the service's first port) change: the same registration is updated.
+    _edit_service(stack, "business-logic", lambda svc: svc["ports"][0].update(port=8090))
+    steps = steps_by_op(stack.engine.preview_json(STACK))
+    assert steps.get("update") == [label], steps
+    assert not steps.get("replace") and not steps.get("create"), steps
+    stack.engine.run("up", "--yes", "--stack", STACK, timeout=900)
+    sid = before["outputs"]["service_id"]
+    record = registry.get_service(sid)
+    assert record is not None and record.is_active
+    assert record.endpoints and all(":8090/" in e for e in record.endpoints), record.endpoints
+
+    # The version (the image tag) is part of the on-chain id: a new registration replaces it.
+    _edit_service(stack, "business-logic", lambda svc: svc.update(image="ghcr.io/edgefabric/business-logic:2.2.0"))
+    steps = steps_by_op(stack.engine.preview_json(STACK))
+    assert steps.get("replace") == [label], steps
+    stack.engine.run("up", "--yes", "--stack", STACK, timeout=900)
+    [after] = [r for r in resources_of_type(stack.state(), SERVICE) if r["urn"] == before["urn"]]
+    new_sid = after["outputs"]["service_id"]
+    assert new_sid != sid
+    old, new = registry.get_service(sid), registry.get_service(new_sid)
+    assert old is None or not old.is_active
+    assert new is not None and new.is_active and new.version == "2.2.0"
     stack.engine.run("preview", "--expect-no-changes", "--stack", STACK)
 
 
@@ -245,14 +288,17 @@ def test_killed_up_recovers_without_duplicate_registrations(stack: LocalStack) -
     finally:
         stack.engine.kill(proc)
 
-    # Recovery, as documented: remove the dead run's lock, then run up again; pending creates
-    # are retried and the provider adopts registrations that reached the chain.
-    stack.engine.run("cancel", "--yes", "--stack", STACK, check=False)
-    try:
-        stack.engine.run("up", "--yes", "--stack", STACK, timeout=900)
-    except EngineCommandError:
-        stack.engine.run("refresh", "--yes", "--clear-pending-creates", "--stack", STACK)
-        stack.engine.run("up", "--yes", "--stack", STACK, timeout=900)
+    # The run really was cut short: its lock and its in-flight creates are still recorded.
+    cp = _checkpoint(stack)
+    assert cp is not None and cp["checkpoint"]["latest"].get("pending_operations"), "nothing was in flight"
+    locked = stack.engine.run("up", "--yes", "--stack", STACK, check=False)
+    assert locked.returncode != 0 and "locked" in locked.stderr + locked.stdout, describe(locked)
+
+    # Recovery, as documented: remove the dead run's lock, then run up again. The interrupted
+    # creates run again and the provider adopts the registrations that reached the chain.
+    stack.engine.run("cancel", "--yes", "--stack", STACK)
+    out = stack.engine.run("up", "--yes", "--stack", STACK, timeout=900).stdout
+    assert "pending operations from previous deployment" in out, out
     stack.engine.run("preview", "--expect-no-changes", "--stack", STACK)
 
     state = stack.state()
