@@ -189,7 +189,7 @@ class CloudCore(pulumi.ComponentResource):
                 env["OAUTH2_ISSUER"] = svc.oauth2_issuer
             deployed = deploy_service(
                 f"{self.cloud}-{svc.name}", svc.model_copy(update={"env": env}),
-                namespace=ns.metadata.name,
+                namespace=CORE_NAMESPACE, namespace_resource=ns,
                 shape=PodShape(labels=labels, cpu_limit=cpu_limit, memory_limit=memory_limit),
                 provider=self.k8s_provider, parent=self,
                 service_type="LoadBalancer" if svc.kind == "api-gateway" else "ClusterIP",

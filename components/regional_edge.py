@@ -28,15 +28,14 @@ class RegionalEdge(pulumi.ComponentResource):
         super().__init__("edgefabric:edge:RegionalEdge", region.name, None, opts)
         labels = {**k8s_labels(environment, TIER, region.cloud), "edgefabric.io/region": region.name}
         child = pulumi.ResourceOptions(parent=self, provider=k8s_provider)
+        namespace = f"region-{region.name}"
         ns = k8s.core.v1.Namespace(
-            f"{region.name}-ns",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=f"region-{region.name}", labels=labels),
-            opts=child)
+            f"{region.name}-ns", metadata=k8s.meta.v1.ObjectMetaArgs(name=namespace, labels=labels), opts=child)
         gateway = ""
         for svc in region.services:
             cpu_limit, memory_limit = default_limits(svc)
             deployed = deploy_service(
-                f"{region.name}-{svc.name}", svc, namespace=ns.metadata.name,
+                f"{region.name}-{svc.name}", svc, namespace=namespace, namespace_resource=ns,
                 shape=PodShape(labels=labels, cpu_limit=cpu_limit, memory_limit=memory_limit),
                 provider=k8s_provider, parent=self,
                 # Devices connect to the broker from outside the cluster.
@@ -46,7 +45,7 @@ class RegionalEdge(pulumi.ComponentResource):
             if svc.kind == "regional-gateway" and not gateway:
                 gateway = svc.name
                 self.gateway_service = pulumi.Output.concat(
-                    deployed.service.metadata.name, ".", ns.metadata.name, ".svc")
+                    deployed.service.metadata.name, f".{namespace}.svc")
         if not gateway:
             self.gateway_service = pulumi.Output.from_input("")
         self.register_outputs({"gateway_service": self.gateway_service})

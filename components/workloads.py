@@ -86,7 +86,8 @@ def deploy_service(
     resource_name: str,
     workload: Workload,
     *,
-    namespace: pulumi.Input[str],
+    namespace: str,
+    namespace_resource: pulumi.Resource,
     shape: PodShape,
     provider: k8s.Provider,
     parent: pulumi.Resource,
@@ -94,8 +95,13 @@ def deploy_service(
     autoscale: Autoscale | None = None,
     run_as_non_root: bool = True,
 ) -> DeployedService:
-    """Register the Kubernetes objects of one service under `parent`, through `provider`."""
-    opts = pulumi.ResourceOptions(parent=parent, provider=provider)
+    """Register the Kubernetes objects of one service under `parent`, through `provider`.
+
+    The namespace is named statically and ordered with `depends_on`, rather than threaded
+    through as an Output: the name is known up front, and every Output input costs the SDK
+    a task per resource at registration.
+    """
+    opts = pulumi.ResourceOptions(parent=parent, provider=provider, depends_on=[namespace_resource])
     selector = {"app.kubernetes.io/name": workload.name}
     labels = {**shape.labels, **selector}
     meta = k8s.meta.v1.ObjectMetaArgs(name=workload.name, namespace=namespace, labels=labels)
