@@ -9,7 +9,7 @@ TO    ?= staging
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k failover -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: help setup contracts engine pdns demo test test-unit lint render promote-check local-env-up local-env-down clean
+.PHONY: help setup contracts engine pdns demo test test-unit lint render promote-check local-env-up local-env-down bench bench-render bench-registry bench-failover clean
 
 help:
 	@echo "make demo           real 'pulumi up' of the local stack, then a live failover"
@@ -20,6 +20,7 @@ help:
 	@echo "make lint           ruff"
 	@echo "make render STACK=prod            Markdown summary of a stack rendered under mocks"
 	@echo "make promote-check FROM=dev TO=staging   schema check between two stack configs"
+	@echo "make bench          all benchmarks (render, registry, failover); each prints figures and ratios"
 
 setup:
 	@scripts/bootstrap.sh venv
@@ -45,12 +46,24 @@ test-unit: setup
 
 lint: setup
 	@venv/bin/ruff check .
+	@$(PY) scripts/config_reference.py --check
 
 render: setup
 	@$(PY) scripts/render.py --stack $(STACK)
 
 promote-check: setup
 	@$(PY) scripts/promote_check.py --from $(FROM) --to $(TO)
+
+bench: bench-render bench-registry bench-failover
+
+bench-render: setup
+	@$(PY) bench/render.py
+
+bench-registry: contracts
+	@$(PY) bench/registry.py
+
+bench-failover: setup pdns
+	@$(PY) bench/failover.py
 
 local-env-up: setup contracts pdns
 	@scripts/local-env up

@@ -131,9 +131,14 @@ def replace_block(readme: str, block: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--write", action="store_true", help="update README.md in place")
+    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is stale")
     args = parser.parse_args()
     block = reference()
-    if args.write:
+    if args.check:
+        readme = (ROOT / "README.md").read_text()
+        if replace_block(readme, block) != readme:
+            sys.exit("README.md configuration reference is stale: run `python scripts/config_reference.py --write`")
+    elif args.write:
         readme = ROOT / "README.md"
         readme.write_text(replace_block(readme.read_text(), block))
     else:
