@@ -93,7 +93,11 @@ def render_base(ref: str, stack: str) -> tuple[list[dict[str, Any]] | None, str]
 
 def tier_of(res: Mapping[str, Any], by_urn: Mapping[str, Mapping[str, Any]]) -> str:
     inputs = res["inputs"] if isinstance(res["inputs"], dict) else {}
-    for holder in (inputs.get("metadata", {}) or {}).get("labels"), inputs.get("tags"), inputs.get("resourceLabels"):
+    # `metadata` is a Kubernetes ObjectMeta on most resources, but a plain string on some
+    # (a registry ServiceRegistration's on-chain metadata).
+    meta = inputs.get("metadata")
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    for holder in labels, inputs.get("tags"), inputs.get("resourceLabels"):
         if isinstance(holder, dict):
             tier = holder.get("edgefabric.io/tier") or holder.get("tier")
             if isinstance(tier, str):
