@@ -162,7 +162,9 @@ class CloudCore(pulumi.ComponentResource):
             "gcp-nodes", cluster=cluster.name, location=cfg.clouds.gcp.region,
             node_count=size.node_count,
             autoscaling={"min_node_count": size.min_nodes, "max_node_count": size.max_nodes},
+            # `labels` are Kubernetes node labels; `resource_labels` tag the VMs themselves.
             node_config={"machine_type": size.machine_type, "labels": self._tags,
+                         "resource_labels": self._tags,
                          "oauth_scopes": ["https://www.googleapis.com/auth/cloud-platform"]},
             opts=opts)
         kubeconfig = pulumi.Output.all(cluster.endpoint, cluster.master_auth.cluster_ca_certificate,

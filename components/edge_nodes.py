@@ -52,7 +52,12 @@ class EdgeSiteComponent(pulumi.ComponentResource):
 
     def __init__(self, site: EdgeSite, site_index: int, edge: EdgeConfig, environment: str,
                  opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("edgefabric:edge:EdgeSite", site.name, None, opts)
+        # The declared capabilities travel as the component's props and outputs so that the
+        # `edge-placement-fits` stack policy can compare them with what is deployed.
+        caps = site.capabilities
+        declared = {"capabilities": {"cpu": caps.cpu, "memoryMb": caps.memory_mb,
+                                     "storageMb": caps.storage_mb, "runtime": caps.runtime}}
+        super().__init__("edgefabric:edge:EdgeSite", site.name, declared, opts)
         self._site = site
         self._path = f"edge.sites[{site_index}]"
         self._env = environment
@@ -65,7 +70,7 @@ class EdgeSiteComponent(pulumi.ComponentResource):
             self._native()
         self.runtime = pulumi.Output.from_input(runtime)
         self.services = pulumi.Output.from_input([s.name for s in site.services])
-        self.register_outputs({"services": self.services, "runtime": self.runtime})
+        self.register_outputs({"services": self.services, "runtime": self.runtime, **declared})
 
     def _kubernetes(self, edge: EdgeConfig) -> None:
         site = self._site
