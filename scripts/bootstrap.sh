@@ -3,7 +3,7 @@
 #
 #   scripts/bootstrap.sh venv        Python venv from requirements.txt (one resolution)
 #   scripts/bootstrap.sh contracts   solc-js + anvil from the npm registry (npm ci)
-#   scripts/bootstrap.sh pdns        PowerDNS + sqlite backend from Debian packages
+#   scripts/bootstrap.sh pdns        PowerDNS + sqlite backend (+ shellcheck) from Debian packages
 #   scripts/bootstrap.sh all
 #
 # Expensive results live in ${EDGEFABRIC_CACHE:-~/.cache/edgefabric}, outside the clone,
@@ -46,14 +46,19 @@ contracts() {
 }
 
 pdns() {
-  if ! command -v pdns_server >/dev/null 2>&1 && [ ! -x /usr/sbin/pdns_server ] \
-     || [ ! -e /usr/lib/x86_64-linux-gnu/pdns/libgsqlite3backend.so ] && ! ls /usr/lib/*/pdns/libgsqlite3backend.so >/dev/null 2>&1; then
-    say "installing PowerDNS (pdns-server, pdns-backend-sqlite3) from Debian packages"
+  # PowerDNS for the DNS tests and the local stack; shellcheck for actionlint's run: checks.
+  local missing=()
+  command -v pdns_server >/dev/null 2>&1 || [ -x /usr/sbin/pdns_server ] || missing+=(pdns-server)
+  ls /usr/lib/*/pdns/libgsqlite3backend.so >/dev/null 2>&1 || missing+=(pdns-backend-sqlite3)
+  command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
+  command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    say "installing ${missing[*]} from Debian packages"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    # policy-rc.d 101 keeps apt from starting a system-wide pdns on port 53.
+    # policy-rc.d exit 101 keeps apt from starting a system-wide pdns on port 53.
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-    apt-get install -y -qq pdns-server pdns-backend-sqlite3 sqlite3 >/dev/null
+    apt-get install -y -qq "${missing[@]}" >/dev/null
     rm -f /usr/sbin/policy-rc.d
   fi
 }
