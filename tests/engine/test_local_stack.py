@@ -32,6 +32,7 @@ from engine_kit import (
     wait_for,
 )
 
+from devenv.anvil import rpc_call
 from devenv.cli import LOCAL_PDNS_API_KEY
 from devenv.powerdns import _api as pdns_api
 from providers.chain import ChainClient, connect, load_account
@@ -274,19 +275,30 @@ def _checkpoint(stack: LocalStack) -> dict[str, Any] | None:
 
 
 def test_killed_up_recovers_without_duplicate_registrations(stack: LocalStack) -> None:
-    """Kill `pulumi up` while registrations are in flight; cancel + up converges, once each."""
+    """Kill `pulumi up` while registrations are in flight; cancel + up converges, once each.
+
+    Automine is off while `up` runs (a block every 2 s instead), so the kill lands when the
+    registration transactions have been sent but not yet mined or saved: the crash between
+    "transaction sent" and "state saved" that create must survive by adopting."""
     log = stack.engine.root / "killed-up.log"
+    rpc_call(stack.rpc_url, "evm_setAutomine", [False])
+    rpc_call(stack.rpc_url, "evm_setIntervalMining", [2])
     proc = stack.engine.start("up", "--yes", "--stack", STACK, log=log)
 
-    def registering() -> bool:
+    def registrations_sent() -> bool:
         cp = _checkpoint(stack)
         pending = ((cp or {}).get("checkpoint", {}).get("latest") or {}).get("pending_operations") or []
-        return any(op.get("resource", {}).get("type") == SERVICE for op in pending)
+        in_flight = any(op.get("resource", {}).get("type") == SERVICE for op in pending)
+        block = rpc_call(stack.rpc_url, "eth_getBlockByNumber", ["pending", False])
+        return in_flight and bool(isinstance(block, dict) and block.get("transactions"))
 
     try:
-        wait_for(registering, timeout=300, interval=0.05, what="a ServiceRegistration create in flight")
+        wait_for(registrations_sent, timeout=300, interval=0.05, what="registrations sent but not mined")
     finally:
         stack.engine.kill(proc)
+        rpc_call(stack.rpc_url, "evm_setIntervalMining", [0])
+        rpc_call(stack.rpc_url, "evm_setAutomine", [True])
+    rpc_call(stack.rpc_url, "evm_mine")  # what the dead run sent lands on chain now
 
     # The run really was cut short: its lock and its in-flight creates are still recorded.
     cp = _checkpoint(stack)
