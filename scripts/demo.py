@@ -90,6 +90,26 @@ def find(obj: Any, *keys: str) -> Any:
     return None
 
 
+def forget_state_of_purged_env(env: Mapping[str, str], local: LocalEnv) -> None:
+    """After `local-env down --purge` the chain is new: a deployed stack's contract is gone.
+
+    Everything the local stack deploys lives in the stand-ins, so its state then describes
+    nothing that exists; start the stack afresh (keeping Pulumi.local.yaml) instead of
+    failing on a contract that is not there.
+    """
+    from devenv.anvil import rpc_call
+
+    state = json.loads(pulumi(env, "stack", "export", "--stack", STACK).stdout)
+    for res in state["deployment"].get("resources", []):
+        address = (res.get("outputs") or {}).get("address") if res.get("type") == TOKENS["contract"] else None
+        if address and rpc_call(local.layout.rpc_url, "eth_getCode", [address, "latest"]) in ("0x", "0x0"):
+            print(f"  the chain has no contract at {address} any more (local-env down --purge?):")
+            print("  starting the local stack's state afresh")
+            pulumi(env, "stack", "rm", STACK, "--force", "--yes", "--preserve-config")
+            pulumi(env, "stack", "init", STACK)
+            return
+
+
 def summary(env: Mapping[str, str]) -> tuple[str | None, dict[str, str], dict[str, Any] | None]:
     """Contract address, service ids and DNS weights: stack outputs first, else the state."""
     outputs = json.loads(pulumi(env, "stack", "output", "--json", "--stack", STACK).stdout or "{}")
@@ -207,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"2/5  pulumi up --stack {STACK}  (file backend {env['PULUMI_BACKEND_URL']})")
     pulumi(env, "stack", "select", STACK, "--create")
     if not args.skip_up:
+        forget_state_of_purged_env(env, local)
         pulumi(env, "up", "--yes", "--stack", STACK, "--skip-preview", capture=False)
 
     say("3/5  what was deployed")
