@@ -85,6 +85,8 @@ if [[ "$mode" != "--force" ]]; then
     exit 0
   fi
   if found="$(path_pulumi)"; then
+    # Links to an older build in .tools/bin would shadow it (engine-env puts .tools/bin first).
+    for t in "${tools[@]}"; do [[ -L "$bin_dir/$t" ]] && rm -f "$bin_dir/$t"; done
     log "using pulumi ${found#* } from PATH: ${found%% *} (>= $sdk_version, ships pulumi-language-python)"
     exit 0
   fi
