@@ -306,6 +306,8 @@ class ServiceRegistrationProvider(_KeyedProvider):
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         w3 = connect(str(props["rpc_url"]), expected_chain_id=int(props["chain_id"]))
+        if len(w3.eth.get_code(w3.to_checksum_address(str(props["contract_address"])))) == 0:
+            return ReadResult(id_="", outs={})  # the registry itself is gone (a reset dev chain)
         registry = Registry(ChainClient(w3, load_account("0x" + "11" * 32), abi=load_artifact()["abi"]),
                             str(props["contract_address"]))  # reads need no real key: a throwaway signer
         record = registry.get_service(id_)
@@ -325,7 +327,11 @@ class ServiceRegistrationProvider(_KeyedProvider):
         return UpdateResult(outs=_public(news) | keep)
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
-        registry = Registry(_client(props, self.keys()), str(props["contract_address"]))
+        client = _client(props, self.keys())
+        address = client.w3.to_checksum_address(str(props["contract_address"]))
+        if len(client.w3.eth.get_code(address)) == 0:
+            return  # the registry itself is gone (a reset dev chain): nothing left to deregister
+        registry = Registry(client, address)
         if not registry.is_alive(id_):
             return  # already deregistered, cleaned up or expired
         try:

@@ -174,6 +174,19 @@ def test_read_shows_out_of_band_drift(anvil: AnvilProcess, key: str, contract: d
     assert p.read(outs["service_id"], outs).id == ""  # deregistered out of band: refresh drops it
 
 
+def test_read_and_delete_when_the_registry_contract_is_gone(
+        anvil: AnvilProcess, key: str, contract: dict[str, Any]) -> None:
+    """A reset dev chain: the contract address holds no code. Refresh drops the registration and
+    destroy succeeds, instead of failing on an undecodable call."""
+    p = configured(ServiceRegistrationProvider, key)
+    outs = p.create(props(anvil, key, contract, "orphan")).outs
+    gone = outs | {"contract_address": "0x" + "de" * 20}  # an address with no code
+    assert p.read(outs["service_id"], gone).id == ""
+    before = connect(anvil.rpc_url).eth.get_transaction_count(load_account(key).address)
+    p.delete(outs["service_id"], gone)
+    assert connect(anvil.rpc_url).eth.get_transaction_count(load_account(key).address) == before
+
+
 def test_diff_lists_exactly_the_replacing_inputs(anvil: AnvilProcess, key: str, contract: dict[str, Any]) -> None:
     p = configured(ServiceRegistrationProvider, key)
     olds = props(anvil, key, contract, "d") | {"owner": load_account(key).address, "service_id": "0x1"}
