@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gc
 import importlib
 import json
 import re
@@ -35,7 +34,7 @@ from pulumi.runtime.stack import run_pulumi_func  # noqa: E402
 from pulumi.runtime.sync_await import _sync_await  # noqa: E402
 
 from components.config import raw_from_stack_file  # noqa: E402
-from components.render import _Mocks, _Monitor, gc_tuned, render  # noqa: E402
+from components.render import _Mocks, _Monitor, gc_paused, release_garbage, render  # noqa: E402
 
 SDK_PACKAGES = {"aws": "pulumi_aws", "gcp": "pulumi_gcp", "azure-native": "pulumi_azure_native",
                 "kubernetes": "pulumi_kubernetes", "docker": "pulumi_docker", "command": "pulumi_command"}
@@ -92,7 +91,7 @@ def _floor(replay: list[tuple[str, str, dict[str, Any]]], *, typed: bool) -> flo
                 cls(name, **{_snake(k): v for k, v in inputs.items()})
 
     start = time.perf_counter()
-    with gc_tuned():
+    with gc_paused():
         _sync_await(run_pulumi_func(program))
     elapsed = time.perf_counter() - start
     assert len(monitor.registered) == len(replay) + 1  # + the stack
@@ -116,12 +115,12 @@ def run(sizes: list[int], repeat: int) -> list[dict[str, Any]]:
         program_s, floor_s, bare_s = [], [], []
         _program(raw)  # warm-up: the first render imports the provider SDKs
         for _ in range(repeat):
-            gc.collect()
+            release_garbage()  # the previous run's objects: cleanup stays out of the timings
             seconds, replay = _program(raw)
             program_s.append(seconds)
-            gc.collect()
+            release_garbage()  # the previous run's objects: cleanup stays out of the timings
             floor_s.append(_floor(replay, typed=True))
-            gc.collect()
+            release_garbage()  # the previous run's objects: cleanup stays out of the timings
             bare_s.append(_floor(replay, typed=False))
         resources = len(replay)
         seconds = statistics.median(program_s)

@@ -143,22 +143,37 @@ def _unwrap(value: Any) -> Any:
 
 
 @contextmanager
-def gc_tuned() -> Iterator[None]:
-    """Fewer, later cyclic-GC passes while a program registers resources.
+def gc_paused() -> Iterator[None]:
+    """No cyclic-GC passes while a program registers resources.
 
     A render allocates millions of short-lived Output and future objects; with the default
     thresholds every gen-2 pass rescans all live objects, and a 10,000-resource stack spends
-    more time in the collector than in the program. Pulumi's own objects are freed by
-    reference counting, so deferring the cycle collector loses nothing.
+    more time in the collector than in the program. On the way out the render's objects are
+    parked (frozen) rather than collected on the spot: freeing a finished program is
+    cleanup, not rendering (under `pulumi up` the process simply exits).
+    `release_garbage()` frees them; `render()` calls it before it starts.
     """
-    old = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    global _parked
+    gc.disable()
     try:
         yield
     finally:
-        gc.set_threshold(*old)
+        gc.freeze()
+        gc.enable()
+        _parked = True
+
+
+_parked = False
+
+
+def release_garbage() -> None:
+    """Collect what earlier renders parked; a no-op when nothing is parked (a full collection
+    walks every live object, which costs a few hundred ms with the cloud SDKs loaded)."""
+    global _parked
+    if _parked:
         gc.unfreeze()
+        gc.collect()
+        _parked = False
 
 
 def mock_secret_values(raw: Mapping[str, Any]) -> dict[str, str]:
@@ -178,6 +193,7 @@ def render(raw: Mapping[str, Any], *, stack: str = "test", preview: bool = False
     """
     import os
 
+    release_garbage()
     plain = {k: v for k, v in raw.items() if not (isinstance(v, dict) and "secure" in v)}
     config = {f"{NAMESPACE}:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in plain.items()}
     secrets = mock_secret_values(plain)
@@ -200,7 +216,7 @@ def render(raw: Mapping[str, Any], *, stack: str = "test", preview: bool = False
             namespace.update({"__name__": "__main__", "__file__": str(MAIN)})
             exec(_main_code(), namespace)
 
-        with gc_tuned():
+        with gc_paused():
             _sync_await(run_pulumi_func(run))
         # Under mocks the root stack finished before the program ran, so exports were never
         # registered; resolve them here, keeping which ones are secret.
