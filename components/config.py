@@ -28,22 +28,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
+from providers.dns.regions import CONTINENT
+
 NAMESPACE = "edgefabric"
 
 Cloud = Literal["aws", "azure", "gcp"]
 CLOUDS: tuple[Cloud, ...] = ("aws", "azure", "gcp")
 
-# User regions for routing rules, and the continent code each maps to. The codes are the
-# ones Route53 geolocation and GCP geo routing understand.
-USER_REGIONS: dict[str, str] = {
-    "north-america": "NA",
-    "south-america": "SA",
-    "europe": "EU",
-    "africa": "AF",
-    "asia": "AS",
-    "australia": "OC",
-    "antarctica": "AN",
-}
+# User regions for routing rules, and the continent code each maps to (the codes Route53
+# geolocation understands). The DNS backends own the mapping; config only validates names.
+USER_REGIONS: dict[str, str] = CONTINENT
 
 _DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 DnsLabel = Annotated[str, Field(pattern=_DNS_LABEL)]
@@ -710,6 +704,50 @@ def _site_access_problems(site: EdgeSite, path: str) -> list[Problem]:
             problems.append(Problem(f"{path}.services[{j}].execStart", None,
                                     "the command the systemd unit runs, for runtime 'native'"))
     return problems
+
+
+# ------------------------------------------------------------------ projections
+
+
+def failover_spec(cfg: StackConfig, addresses: Mapping[str, Any]) -> dict[str, Any]:
+    """The stack's global-traffic settings as WeightedFailover's plain inputs.
+
+    One projection for `GlobalTraffic` (where addresses may be Pulumi Inputs) and for the
+    failover controller, so both publish exactly the same plan. `addresses` maps each
+    enabled cloud to its ingress address. Backends are included without secrets: those
+    stay references.
+    """
+    if cfg.dns is None:
+        raise ConfigError([f"{NAMESPACE}:dns = None: global traffic needs the dns section"])
+    strategy = cfg.strategies.get(cfg.dns.strategy)
+    if strategy is None:
+        raise ConfigError([f"{NAMESPACE}:dns.strategy = {cfg.dns.strategy!r}: a key of strategies"])
+    endpoints: dict[str, dict[str, Any]] = {}
+    for cloud in cfg.traffic_clouds:
+        endpoint: dict[str, Any] = {"address": addresses[cloud]}
+        ingress = cfg.clouds.get(cloud).ingress
+        if ingress is not None and ingress.health_url:
+            endpoint["health_url"] = ingress.health_url
+        endpoints[cloud] = endpoint
+    hc = cfg.health_check
+    return {
+        "record_name": cfg.dns.record_name,
+        "ttl": cfg.dns.ttl,
+        "endpoints": endpoints,
+        "health_check": {
+            "interval_s": hc.interval_s,
+            "timeout_s": hc.timeout_s,
+            "failure_threshold": hc.failure_threshold,
+            "success_threshold": hc.success_threshold,
+            "recovery_hold_down_s": hc.recovery_hold_down_s,
+            "check": hc.check.model_dump(),
+        },
+        "strategy": {"order": list(strategy.order), "replication": strategy.replication,
+                     "failover": strategy.failover},
+        "routing": {"rules": [r.model_dump() for r in cfg.routing.rules],
+                    "default_weight": cfg.routing.default_weight},
+        "backends": {k: v for k, v in cfg.dns.backends.model_dump().items() if v is not None},
+    }
 
 
 # ------------------------------------------------------------------------- loading

@@ -29,7 +29,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_gcp as gcp
 
-from components.config import StackConfig
+from components.config import StackConfig, failover_spec
 from components.labels import cloud_tags
 from components.secrets import resolve
 from providers.failover import WeightedFailover, WeightedFailoverArgs
@@ -63,7 +63,6 @@ class GlobalTraffic(pulumi.ComponentResource):
         missing = [c for c in cfg.traffic_clouds if c not in endpoints]
         if missing:
             raise ValueError(f"GlobalTraffic endpoints: no address for enabled cloud(s) {missing}")
-        hc = cfg.health_check
         backends = cfg.dns.backends
 
         r53_ids: dict[str, pulumi.Output[str]] = {}
@@ -73,32 +72,12 @@ class GlobalTraffic(pulumi.ComponentResource):
         if backends.gcp_dns is not None and "gcp" in providers:
             gcp_check = self._gcp_checks(name, cfg, providers["gcp"])
 
-        dumped = {k: v for k, v in backends.model_dump().items() if v is not None}
-        if "azure_tm" in dumped:
-            dumped["azure_tm"]["tags"] = cloud_tags(cfg.environment, TIER, "azure", cfg.tags)
+        spec = failover_spec(cfg, {c: endpoints[c] for c in clouds})
+        if "azure_tm" in spec["backends"]:
+            spec["backends"]["azure_tm"]["tags"] = cloud_tags(cfg.environment, TIER, "azure", cfg.tags)
         self.failover = WeightedFailover(
             f"{name}-failover",
-            WeightedFailoverArgs(
-                record_name=cfg.dns.record_name,
-                ttl=cfg.dns.ttl,
-                endpoints={c: self._endpoint(cfg, c, endpoints[c]) for c in clouds},
-                health_check={
-                    "interval_s": hc.interval_s,
-                    "timeout_s": hc.timeout_s,
-                    "failure_threshold": hc.failure_threshold,
-                    "success_threshold": hc.success_threshold,
-                    "recovery_hold_down_s": hc.recovery_hold_down_s,
-                    "check": hc.check.model_dump(),
-                },
-                strategy=self._strategy(cfg),
-                routing={
-                    "rules": [r.model_dump() for r in cfg.routing.rules],
-                    "default_weight": cfg.routing.default_weight,
-                },
-                backends=dumped,
-                health_check_ids=r53_ids,
-                secrets=self._secrets(cfg) or None,
-            ),
+            WeightedFailoverArgs(**spec, health_check_ids=r53_ids, secrets=self._secrets(cfg) or None),
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.plan = self.failover.plan
@@ -115,20 +94,6 @@ class GlobalTraffic(pulumi.ComponentResource):
         })  # fmt: skip
 
     # ------------------------------------------------------------------ helpers
-
-    @staticmethod
-    def _endpoint(cfg: StackConfig, cloud: str, address: pulumi.Input[str]) -> dict[str, Any]:
-        ep: dict[str, Any] = {"address": address}
-        ingress = cfg.clouds.get(cloud).ingress  # type: ignore[arg-type]
-        if ingress is not None and ingress.health_url:
-            ep["health_url"] = ingress.health_url
-        return ep
-
-    @staticmethod
-    def _strategy(cfg: StackConfig) -> dict[str, Any]:
-        assert cfg.dns is not None
-        s = cfg.strategies[cfg.dns.strategy]
-        return {"order": list(s.order), "replication": s.replication, "failover": s.failover}
 
     @staticmethod
     def _secrets(cfg: StackConfig) -> dict[str, pulumi.Output[str]]:

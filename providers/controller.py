@@ -64,53 +64,25 @@ class ControllerConfigError(ValueError):
 
 def failover_props(cfg: Any, endpoint_overrides: Mapping[str, str] | None = None) -> dict[str, Any]:
     """WeightedFailover-shaped props from a components.config.StackConfig."""
+    from components.config import ConfigError, failover_spec
+
     if cfg.dns is None:
         raise ControllerConfigError("edgefabric:dns: missing; the controller needs the dns section")
-    endpoints: dict[str, dict[str, str]] = {}
+    addresses: dict[str, str] = {}
     overrides = dict(endpoint_overrides or {})
     for cloud in cfg.traffic_clouds:
         ingress = cfg.clouds.get(cloud).ingress
         address = overrides.get(cloud) or os.environ.get(f"EDGEFABRIC_ENDPOINT_{cloud.upper()}")
-        ep: dict[str, str] = {}
-        if address:
-            ep["address"] = address
-        elif ingress is not None:
-            ep["address"] = ingress.address
-        else:
+        if not address and ingress is None:
             raise ControllerConfigError(
                 f"edgefabric:clouds.{cloud}.ingress: no address for enabled cloud {cloud!r}; "
                 f"allowed: set the ingress, --endpoint {cloud}=IPv4, or EDGEFABRIC_ENDPOINT_{cloud.upper()}"
             )
-        if ingress is not None and ingress.health_url:
-            ep["health_url"] = ingress.health_url
-        endpoints[cloud] = ep
-    strategy = cfg.strategies.get(cfg.dns.strategy)
-    if strategy is None:
-        raise ControllerConfigError(f"edgefabric:dns.strategy: {cfg.dns.strategy!r} is not a key of strategies")
-    hc = cfg.health_check
-    return {
-        "record_name": cfg.dns.record_name,
-        "ttl": cfg.dns.ttl,
-        "endpoints": endpoints,
-        "health_check": {
-            "interval_s": hc.interval_s,
-            "timeout_s": hc.timeout_s,
-            "failure_threshold": hc.failure_threshold,
-            "success_threshold": hc.success_threshold,
-            "recovery_hold_down_s": hc.recovery_hold_down_s,
-            "check": hc.check.model_dump(),
-        },
-        "strategy": {
-            "order": list(strategy.order),
-            "replication": strategy.replication,
-            "failover": strategy.failover,
-        },
-        "routing": {
-            "rules": [r.model_dump() for r in cfg.routing.rules],
-            "default_weight": cfg.routing.default_weight,
-        },
-        "backends": {k: v for k, v in cfg.dns.backends.model_dump().items() if v is not None},
-    }
+        addresses[cloud] = address or ingress.address
+    try:
+        return failover_spec(cfg, addresses)
+    except ConfigError as exc:
+        raise ControllerConfigError(str(exc)) from None
 
 
 def notifiers_from_config(cfg: Any) -> list[Notifier]:
