@@ -7,7 +7,6 @@ Engine-free: never import pulumi here.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -202,20 +201,3 @@ def _read_dev_keys(accounts_file: Path) -> list[str]:
         time.sleep(0.02)
     raise AnvilError(f"anvil did not write its account file {accounts_file}")
 
-
-def stop_pid(pid: int, timeout: float = 10.0) -> bool:
-    """Stop a detached anvil by pid (scripts/local-env). Returns False if it was not running."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):  # it may exit between the last check and now
-        os.kill(pid, signal.SIGKILL)
-    return True

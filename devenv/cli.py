@@ -20,14 +20,11 @@ Engine-free: never import pulumi here.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import sys
-import time
 import urllib.error
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +34,7 @@ from urllib.parse import urlparse
 import yaml
 
 from devenv import anvil, endpoints, powerdns
+from devenv.processes import alive, terminate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = REPO_ROOT / ".local-env"
@@ -180,7 +178,7 @@ class LocalEnv:
             pid = int(json.loads(self.anvil_pid_file.read_text())["pid"])
         except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError):
             return None
-        return pid if _alive(pid) else None
+        return pid if alive(pid) else None
 
     def anvil_status(self) -> dict[str, Any]:
         pid = self._anvil_pid()
@@ -231,7 +229,7 @@ class LocalEnv:
             info = json.loads((self.pdns_dir / "pdns.pid.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-        return info if _alive(int(info.get("pid", 0))) else None
+        return info if alive(int(info.get("pid", 0))) else None
 
     def pdns_status(self) -> dict[str, Any]:
         info = self._pdns_record()
@@ -321,7 +319,7 @@ class LocalEnv:
             except (FileNotFoundError, ValueError):
                 continue
             eps.pid_file(cloud).unlink(missing_ok=True)
-            if _alive(pid):
+            if alive(pid):
                 terminate(pid)
                 stopped.append(cloud)
         return f"stopped {', '.join(stopped)}" if stopped else "not running"
@@ -344,42 +342,6 @@ class LocalEnv:
             "powerdns": self.pdns_status(),
             "endpoints": self.endpoints_status(),
         }
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped) is not running.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
-
-
-def terminate(pid: int, timeout_s: float = 10.0) -> None:
-    """SIGTERM, wait until it exits, SIGKILL after timeout_s.
-
-    The stand-ins are detached, so they are not our children: once they exit they stay zombies
-    until PID 1 reaps them, which can take seconds. `_alive` counts a zombie as gone.
-    """
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return
-        time.sleep(0.02)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
 
 
 def _require_free(host: str, port: int, what: str) -> None:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from devenv.processes import terminate
+
 DEFAULT_IPS: dict[str, str] = {"aws": "127.0.1.1", "azure": "127.0.1.2", "gcp": "127.0.1.3"}
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,22 +153,7 @@ class LocalEndpoints:
         self.pid_file(cloud).unlink(missing_ok=True)
         if pid is None:
             return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    return
-            except ChildProcessError:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    return
-            time.sleep(0.02)
-        os.kill(pid, signal.SIGKILL)
+        terminate(pid, timeout_s)
 
     def start_all(self) -> None:
         for cloud in self.clouds():

@@ -11,12 +11,9 @@ the REST API on `api_port` guarded by an api key, and LUA records enabled.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import secrets
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -25,6 +22,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from devenv.processes import terminate
 
 SCHEMA_PATHS = (
     Path("/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql"),
@@ -86,7 +85,7 @@ class PowerDnsServer:
         return self.settings.zone
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        stop_pid(self.pid, timeout_s)
+        terminate(self.pid, timeout_s)
         if self._proc is not None:
             try:
                 self._proc.wait(timeout=timeout_s)
@@ -98,28 +97,6 @@ class PowerDnsServer:
 
     def describe(self) -> dict[str, object]:
         return {"pid": self.pid, "dns_port": self.dns_port, "api_url": self.api_url, "zone": self.zone}
-
-
-def stop_pid(pid: int, timeout_s: float = 10.0) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        # Reap if it is our child; otherwise keep polling.
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-        except ChildProcessError:
-            pass
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
 
 
 def _binary() -> str:
@@ -254,6 +231,6 @@ def stop_from_data_dir(data_dir: Path) -> bool:
     if not pidfile.exists():
         return False
     info = json.loads(pidfile.read_text())
-    stop_pid(int(info["pid"]))
+    terminate(int(info["pid"]))
     pidfile.unlink(missing_ok=True)
     return True
