@@ -64,12 +64,7 @@ def _props(eps: LocalEndpoints, pdns: PowerDnsServer, interval: float, hold_down
 
 
 def _resolver(pdns: PowerDnsServer) -> dns.resolver.Resolver:
-    r = dns.resolver.Resolver(configure=False)
-    r.nameservers = ["127.0.0.1"]
-    r.port = pdns.dns_port
-    r.lifetime = 1.0
-    r.cache = None
-    return r
+    return pdns.resolver(lifetime=1.0)
 
 
 def _seen(r: dns.resolver.Resolver, n: int = 20) -> set[str]:

@@ -23,6 +23,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dns.resolver
+
 from devenv.processes import terminate
 
 SCHEMA_PATHS = (
@@ -94,6 +96,16 @@ class PowerDnsServer:
                 self._proc.wait()
         pidfile = self.settings.data_dir / "pdns.pid.json"
         pidfile.unlink(missing_ok=True)
+
+    def resolver(self, lifetime: float = 2.0) -> dns.resolver.Resolver:
+        """A dnspython resolver that asks this server only, with no cache: every query is a
+        fresh pick of the LUA record."""
+        r = dns.resolver.Resolver(configure=False)
+        r.nameservers = ["127.0.0.1"]
+        r.port = self.dns_port
+        r.lifetime = lifetime
+        r.cache = None
+        return r
 
     def describe(self) -> dict[str, object]:
         return {"pid": self.pid, "dns_port": self.dns_port, "api_url": self.api_url, "zone": self.zone}

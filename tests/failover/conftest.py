@@ -48,12 +48,7 @@ def endpoints(tmp_path: Path) -> Iterator[LocalEndpoints]:
 
 
 def resolver_for(server: PowerDnsServer) -> dns.resolver.Resolver:
-    r = dns.resolver.Resolver(configure=False)
-    r.nameservers = ["127.0.0.1"]
-    r.port = server.dns_port
-    r.lifetime = 2.0
-    r.cache = None
-    return r
+    return server.resolver()
 
 
 def answer_counts(server: PowerDnsServer, name: str, n: int) -> collections.Counter[str]:
