@@ -86,6 +86,8 @@ def mock_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
         out.update(address="0x5FbDB2315678afecb367f032d93F642f64180aa3", code_hash="0x" + "ab" * 32)
     elif typ == "pulumi-python:dynamic/registry:ServiceRegistration":
         out["service_id"] = "0x" + hashlib.sha256(name.encode()).hexdigest()
+    elif typ == "gcp:compute/healthCheck:HealthCheck":
+        out["selfLink"] = f"https://www.googleapis.com/compute/v1/projects/mock/global/healthChecks/{name}"
     elif typ == "docker:index/remoteImage:RemoteImage":
         out["imageId"] = f"sha256:{'0' * 64}"
     return out

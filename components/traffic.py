@@ -75,6 +75,9 @@ class GlobalTraffic(pulumi.ComponentResource):
         spec = failover_spec(cfg, {c: endpoints[c] for c in clouds})
         if "azure_tm" in spec["backends"]:
             spec["backends"]["azure_tm"]["tags"] = cloud_tags(cfg.environment, TIER, "azure", cfg.tags)
+        if gcp_check is not None:
+            # Cloud DNS probes each weighted item with this check and skips an unhealthy one.
+            spec["backends"]["gcp_dns"]["health_check"] = gcp_check
         self.failover = WeightedFailover(
             f"{name}-failover",
             WeightedFailoverArgs(**spec, health_check_ids=r53_ids, secrets=self._secrets(cfg) or None),

@@ -341,6 +341,7 @@ def build_backends(
                     project=str(settings["project"]),
                     managed_zone=str(settings["managed_zone"]),
                     credentials=credentials,
+                    health_check=settings.get("health_check") or None,
                     api_endpoint=_loopback_http(
                         os.environ.get("EDGEFABRIC_GCP_DNS_ENDPOINT"), "EDGEFABRIC_GCP_DNS_ENDPOINT"
                     ),

@@ -29,6 +29,9 @@ class GcpDnsBackend:
     managed_zone: str
     credentials: Any = field(default=None, repr=False)
     api_endpoint: str | None = None
+    # Self-link of a compute HealthCheck: Cloud DNS then probes each item's address itself
+    # and skips an unhealthy one between reconciles.
+    health_check: str | None = None
     name: str = "gcp_dns"
     scale: int = 100
     supports_regions: bool = True
@@ -73,12 +76,17 @@ class GcpDnsBackend:
         return spec.fqdn() if answer == DEFAULT_ANSWER else f"{answer}.{spec.fqdn()}"
 
     def _rrset(self, spec: RecordSpec, name: str, weights: dict[str, int]) -> dict[str, Any]:
-        items = [
+        items: list[dict[str, Any]] = [
             {"weight": float(w), "rrdatas": [spec.endpoints[c]]} for c, w in sorted(weights.items()) if w > 0
         ]
         if not items:
             raise DnsBackendError("refusing to publish an empty answer set")
-        return {"name": name, "type": "A", "ttl": spec.ttl, "routingPolicy": {"wrr": {"items": items}}}
+        policy: dict[str, Any] = {"wrr": {"items": items}}
+        if self.health_check:
+            policy["healthCheck"] = self.health_check
+            for item in items:
+                item["healthCheckedTargets"] = {"externalEndpoints": list(item["rrdatas"])}
+        return {"name": name, "type": "A", "ttl": spec.ttl, "routingPolicy": policy}
 
     def desired(self, spec: RecordSpec, plan: Plan) -> dict[str, dict[str, Any]]:
         return {
@@ -110,27 +118,31 @@ class GcpDnsBackend:
 
     @staticmethod
     def _comparable(rr: dict[str, Any]) -> tuple[Any, ...]:
-        items = rr.get("routingPolicy", {}).get("wrr", {}).get("items", [])
+        policy = rr.get("routingPolicy", {})
+        items = policy.get("wrr", {}).get("items", [])
         return (
             rr["name"],
             rr["type"],
             rr.get("ttl"),
-            sorted((float(i["weight"]), tuple(i.get("rrdatas", []))) for i in items),
+            policy.get("healthCheck"),
+            sorted((float(i["weight"]), tuple(i.get("rrdatas", [])),
+                    tuple(i.get("healthCheckedTargets", {}).get("externalEndpoints", []))) for i in items),
         )
 
     @staticmethod
     def _as_request(rr: dict[str, Any]) -> dict[str, Any]:
         """Strip server-set fields (kind) so a deletion echoes only writable data."""
-        items = [
-            {"weight": float(i["weight"]), "rrdatas": list(i.get("rrdatas", []))}
-            for i in rr["routingPolicy"]["wrr"]["items"]
-        ]
-        return {
-            "name": rr["name"],
-            "type": rr["type"],
-            "ttl": rr.get("ttl"),
-            "routingPolicy": {"wrr": {"items": items}},
-        }
+        items = []
+        for i in rr["routingPolicy"]["wrr"]["items"]:
+            item: dict[str, Any] = {"weight": float(i["weight"]), "rrdatas": list(i.get("rrdatas", []))}
+            if "healthCheckedTargets" in i:
+                item["healthCheckedTargets"] = {
+                    "externalEndpoints": list(i["healthCheckedTargets"].get("externalEndpoints", []))}
+            items.append(item)
+        policy: dict[str, Any] = {"wrr": {"items": items}}
+        if rr["routingPolicy"].get("healthCheck"):
+            policy["healthCheck"] = rr["routingPolicy"]["healthCheck"]
+        return {"name": rr["name"], "type": rr["type"], "ttl": rr.get("ttl"), "routingPolicy": policy}
 
     def read(self, spec: RecordSpec) -> Published | None:
         existing = self._existing(self._service(), spec)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import urllib.error
@@ -256,6 +257,24 @@ def test_gcp_wrr_record_sets_idempotent(gcp_fake: FakeCloudDns) -> None:
     backend.delete(SPEC)
     assert gcp_fake.rrsets[(GCP_PROJECT, GCP_ZONE)] == {} and backend.read(SPEC) is None
     backend.delete(SPEC)
+
+
+def test_gcp_items_are_health_checked_when_a_check_is_given(gcp_fake: FakeCloudDns) -> None:
+    """With the stack's compute HealthCheck, Cloud DNS itself skips an unhealthy item between
+    reconciles: the policy names the check and every item lists its address as a target."""
+    check = f"https://www.googleapis.com/compute/v1/projects/{GCP_PROJECT}/global/healthChecks/api-check"
+    backend = dataclasses.replace(gcp_backend(gcp_fake), health_check=check)
+    p = plan(PlanInput(AAA, default_weight=60))
+    assert backend.apply(SPEC, p).changed is True
+    assert backend.apply(SPEC, p).changed is False  # idempotent with the check in place
+    policy = gcp_fake.rrsets[(GCP_PROJECT, GCP_ZONE)][(RECORD, "A")]["routingPolicy"]
+    assert policy["healthCheck"] == check
+    assert {i["rrdatas"][0]: i["healthCheckedTargets"] for i in policy["wrr"]["items"]} == {
+        ip: {"externalEndpoints": [ip]} for ip in IPS.values()}
+    assert not gcp_fake.violations  # every request matched the published discovery document
+    # Dropping the check is a change, and the record is rewritten without it.
+    assert gcp_backend(gcp_fake).apply(SPEC, p).changed is True
+    assert "healthCheck" not in gcp_fake.rrsets[(GCP_PROJECT, GCP_ZONE)][(RECORD, "A")]["routingPolicy"]
 
 
 def test_gcp_fake_rejects_schema_invalid_requests(gcp_fake: FakeCloudDns) -> None:

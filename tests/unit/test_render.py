@@ -154,3 +154,16 @@ def test_edge_requests_equal_declared_requirements(stack: tuple[StackConfig, Ren
             assert req["memory"] == f"{svc.requirements.memory_mb}Mi"
             assert spec["nodeSelector"] == cfg.edge.node_selector
             assert spec["tolerations"][0]["key"] == cfg.edge.toleration_key
+
+
+def test_cloud_native_checks_are_wired_into_the_failover(stack: tuple[StackConfig, Rendered]) -> None:
+    """Route53 weighted sets carry the Route53 check ids; Cloud DNS items name the GCP check."""
+    cfg, rendered = stack
+    failovers = rendered.of_type("pulumi-python:dynamic/failover:WeightedFailover")
+    if cfg.dns is None or "gcp" not in cfg.clouds.provisioned or cfg.dns.backends.gcp_dns is None:
+        return
+    (failover,) = failovers
+    (check,) = rendered.of_type("gcp:compute/healthCheck:HealthCheck")
+    assert failover.inputs["backends"]["gcp_dns"]["health_check"].endswith(f"/healthChecks/{check.name}")
+    r53 = rendered.of_type("aws:route53/healthCheck:HealthCheck")
+    assert set(failover.inputs["health_check_ids"]) == set(cfg.clouds.enabled) and len(r53) == 3
