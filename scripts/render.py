@@ -318,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or ROOT / ".render" / f"{args.stack}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    print(f"render: wrote {out} ({len(head)} resources, {len(report.violations)} policy violation(s), "
+    resources = sum(1 for r in head if r["type"] != "pulumi:pulumi:Stack")
+    print(f"render: wrote {out} ({resources} resources, {len(report.violations)} policy violation(s), "
           f"{len(report.mandatory())} mandatory)")
     if args.fail_on_mandatory and report.mandatory():
         return 1
