@@ -27,6 +27,8 @@ venv() {
     # One resolution for everything: pulumi-policy pins protobuf 5.29.x.
     "$target/bin/pip" install --quiet --progress-bar off -r "$ROOT/requirements.txt"
     touch "$target/.complete"
+    # Venvs of older requirements are dead weight (hundreds of MB each): drop them.
+    find "$CACHE" -maxdepth 1 -name 'venv-*' ! -path "$target" -exec rm -rf {} +
   fi
   if [ "$(readlink "$ROOT/venv" 2>/dev/null)" != "$target" ]; then
     if [ -e "$ROOT/venv" ] && [ ! -L "$ROOT/venv" ]; then
