@@ -56,12 +56,14 @@ pdns() {
   command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
   if [ "${#missing[@]}" -gt 0 ]; then
     say "installing ${missing[*]} from Debian packages"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"   # a laptop: apt needs root
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
+    $sudo apt-get update -qq
     # policy-rc.d exit 101 keeps apt from starting a system-wide pdns on port 53.
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-    apt-get install -y -qq "${missing[@]}" >/dev/null
-    rm -f /usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null && $sudo chmod +x /usr/sbin/policy-rc.d
+    $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    $sudo rm -f /usr/sbin/policy-rc.d
   fi
 }
 
