@@ -15,12 +15,13 @@ never put into an exception message and never kept anywhere but the eth_account 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,10 +132,17 @@ def connect(
 
 
 class NonceManager:
-    """Hands out consecutive nonces for one (chain, address); safe under threads."""
+    """Hands out consecutive nonces for one (chain, address); safe under threads.
+
+    `sending()` holds the manager from allocation until the node has the transaction, so
+    transactions reach the node in nonce order. Out of order, a node queues the later nonce
+    behind the gap, and a node that mines on demand (anvil's automine) may never come back
+    for it once the gap is filled. Only the broadcast is serialised: receipts are still
+    awaited in parallel, so pipelining keeps its speed.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._next: int | None = None
 
     def allocate(self, w3: Web3, address: str) -> int:
@@ -145,6 +153,12 @@ class NonceManager:
             nonce = self._next
             self._next += 1
             return nonce
+
+    @contextlib.contextmanager
+    def sending(self) -> Iterator[None]:
+        """Hold the manager while one transaction is signed and broadcast."""
+        with self._lock:
+            yield
 
     def resync(self, w3: Web3, address: str) -> None:
         """Forget our counter; the next allocation re-reads `pending` from the node."""
@@ -327,22 +341,27 @@ class ChainClient:
         tx["gas"] = gas
         tx["type"] = 2
         for attempt in range(4):
-            tx["nonce"] = self._nonces.allocate(self.w3, self.address)
-            signed = self._account.sign_transaction(tx)
-            try:
-                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-                return PendingTx(HexBytes(tx_hash).to_0x_hex(), tx["nonce"], description)
-            except (Web3RPCError, ValueError) as exc:
-                text = str(exc).lower()
-                if "already known" in text:  # this very transaction is in the pool already
-                    return PendingTx(HexBytes(signed.hash).to_0x_hex(), tx["nonce"], description)
-                if any(marker in text for marker in _NONCE_ERRORS) and attempt < 3:
-                    log.info("%s: nonce %s rejected (%s); resyncing", description, tx["nonce"], text[:120])
+            with self._nonces.sending():
+                tx["nonce"] = self._nonces.allocate(self.w3, self.address)
+                signed = self._account.sign_transaction(tx)
+                try:
+                    tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+                    return PendingTx(HexBytes(tx_hash).to_0x_hex(), tx["nonce"], description)
+                except (Web3RPCError, ValueError) as exc:
+                    text = str(exc).lower()
+                    if "already known" in text:  # this very transaction is in the pool already
+                        return PendingTx(HexBytes(signed.hash).to_0x_hex(), tx["nonce"], description)
+                    # The nonce was taken but not used: the node's pending count is the truth now.
                     self._nonces.resync(self.w3, self.address)
-                    continue
-                # The nonce was taken but never used: the node's pending count is the truth now.
-                self._nonces.resync(self.w3, self.address)
-                raise ChainError(f"{description}: the node rejected the transaction: {exc}") from None
+                    if any(marker in text for marker in _NONCE_ERRORS) and attempt < 3:
+                        log.info("%s: nonce %s rejected (%s); resyncing", description, tx["nonce"], text[:120])
+                        continue
+                    raise ChainError(f"{description}: the node rejected the transaction: {exc}") from None
+                except Exception:
+                    # Anything else (a timeout, a dropped connection) may or may not have reached
+                    # the node: re-read `pending` rather than leave a possible gap behind.
+                    self._nonces.resync(self.w3, self.address)
+                    raise
         raise ChainError(f"{description}: nonce kept colliding after 4 attempts")
 
     def wait(self, pending: PendingTx) -> TxResult:

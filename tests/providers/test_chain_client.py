@@ -63,6 +63,44 @@ def test_nonce_manager_resyncs_after_an_out_of_band_transaction(
     assert reg.is_alive("0x" + reg.contract.functions.getServiceId("b", "1", acct.address).call().hex())
 
 
+def test_concurrent_sends_reach_the_node_in_nonce_order(anvil: AnvilProcess) -> None:
+    """Threads sharing a key broadcast in nonce order. Out of order, anvil's automine leaves the
+    later nonce queued behind the gap and never mines it (seen as a 120 s receipt timeout in
+    `pulumi up`); a random delay inside the broadcast widens every race window."""
+    import random
+    import time
+
+    from eth_account.typed_transactions import TypedTransaction
+
+    key = anvil.private_keys[7]
+    reg = _registry(anvil, key)
+    eth = reg.client.w3.eth
+    forward = eth.send_raw_transaction
+    arrived: list[int] = []
+    gate = threading.Lock()
+
+    def slow_send(raw: bytes) -> object:
+        time.sleep(random.uniform(0, 0.01))
+        with gate:
+            arrived.append(int(TypedTransaction.from_bytes(raw).as_dict()["nonce"]))
+            return forward(raw)
+
+    eth.send_raw_transaction = slow_send  # type: ignore[method-assign]
+    pending: list[object] = []
+
+    def register(i: int) -> None:
+        pending.append(reg.send_register(f"ordered-{i}", "1", ["e"], "", 60))
+
+    threads = [threading.Thread(target=register, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert arrived == sorted(arrived) and len(set(arrived)) == 24
+    for p in pending:  # every one is mined: no nonce was left queued behind a gap
+        assert reg.client.wait(p).block_number > 0  # type: ignore[arg-type]
+
+
 def test_one_manager_per_chain_instance_and_address(anvil: AnvilProcess) -> None:
     a = nonce_manager(31337, "0xgenesis1", "0xAbC")
     assert nonce_manager(31337, "0xgenesis1", "0xabc") is a
