@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Annotated, Literal, Union
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from providers.dns.regions import CONTINENT
@@ -79,6 +79,11 @@ def _check_url(value: str, schemes: tuple[str, ...]) -> str:
     return value
 
 
+# Pinned images and http(s) URLs are checked in several models; one annotated type each.
+PinnedImage = Annotated[str, AfterValidator(_check_image)]
+HttpUrl = Annotated[str, AfterValidator(lambda v: _check_url(v, ("http", "https")))]
+
+
 def cpu_cores(quantity: str) -> float:
     """Kubernetes cpu quantity to cores: '250m' -> 0.25, '2' -> 2.0."""
     return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
@@ -127,18 +132,13 @@ class TrafficEndpoint(_Model):
     this address answers for it (the local stack's stand-ins, or a cluster you bring)."""
 
     address: str
-    health_url: str | None = None
+    health_url: HttpUrl | None = None
 
     @field_validator("address")
     @classmethod
     def _ip(cls, value: str) -> str:
         ipaddress.ip_address(value)  # ValueError names the literal
         return value
-
-    @field_validator("health_url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        return None if value is None else _check_url(value, ("http", "https"))
 
 
 class Clouds(_Model):
@@ -178,7 +178,7 @@ class Workload(_Model):
     """A containerised service: what every tier deploys."""
 
     name: DnsLabel
-    image: str
+    image: PinnedImage
     replicas: int = Field(1, ge=1, le=1000)
     cpu: CpuQuantity = "250m"
     memory: MemQuantity = "256Mi"
@@ -188,11 +188,6 @@ class Workload(_Model):
     ports: list[Port] = Field(min_length=1)
     health_path: str = Field("/healthz", pattern=r"^/")
     env: dict[str, str] = {}
-
-    @field_validator("image")
-    @classmethod
-    def _pinned(cls, value: str) -> str:
-        return _check_image(value)
 
 
 class CoreService(Workload):
@@ -251,18 +246,13 @@ class Capabilities(_Model):
 class EdgeService(_Model):
     name: DnsLabel
     kind: Literal["edge-gateway", "realtime-processing", "local-cache", "sensor-ingest"]
-    image: str
+    image: PinnedImage
     replicas: int = Field(1, ge=1, le=100)
     requirements: Requirements
     ports: list[Port] = Field(min_length=1)
     health_path: str = Field("/healthz", pattern=r"^/")
     # For the native runtime: the command the systemd unit runs.
     exec_start: str | None = None
-
-    @field_validator("image")
-    @classmethod
-    def _pinned(cls, value: str) -> str:
-        return _check_image(value)
 
 
 class EdgeSite(_Model):
@@ -356,12 +346,7 @@ class SlackNotification(_Model):
 class PagerDutyNotification(_Model):
     type: Literal["pagerduty"]
     routing_key_ref: SecretRef
-    events_url: str = "https://events.pagerduty.com/v2/enqueue"
-
-    @field_validator("events_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return _check_url(value, ("http", "https"))
+    events_url: HttpUrl = "https://events.pagerduty.com/v2/enqueue"
 
 
 class EmailNotification(_Model):
@@ -389,15 +374,10 @@ class FailoverConfig(_Model):
 
 
 class PowerDnsBackend(_Model):
-    api_url: str
+    api_url: HttpUrl
     api_key_ref: SecretRef
     server_id: str = "localhost"
     zone: str = Field(pattern=r"^([a-z0-9-]+\.)+$")
-
-    @field_validator("api_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return _check_url(value, ("http", "https"))
 
 
 class Route53Backend(_Model):
@@ -439,24 +419,14 @@ class DnsConfig(_Model):
 
 class RegistryConfig(_Model):
     enabled: bool = True
-    rpc_url: str
+    # http(s) only: web3 8 has no synchronous websocket provider.
+    rpc_url: HttpUrl
     chain_id: int = Field(gt=0)
     deployer_key_ref: SecretRef = "env:EDGEFABRIC_DEPLOYER_KEY"
     contract_address: str | None = Field(None, pattern=r"^(0x[0-9a-fA-F]{40})?$")
     service_ttl_s: int = Field(300, ge=10, le=30 * 86400)
     heartbeat_interval_s: int = Field(100, ge=1, le=30 * 86400)
-    agent_image: str = "ghcr.io/edgefabric/heartbeat-agent:0.1.0"
-
-    @field_validator("rpc_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        # web3 8 has no synchronous websocket provider, so ws(s):// would fail at deploy time.
-        return _check_url(value, ("http", "https"))
-
-    @field_validator("agent_image")
-    @classmethod
-    def _pinned(cls, value: str) -> str:
-        return _check_image(value)
+    agent_image: PinnedImage = "ghcr.io/edgefabric/heartbeat-agent:0.1.0"
 
 
 # ----------------------------------------------------------------------- the stack
