@@ -50,13 +50,13 @@ test-unit: setup
 
 lint: setup
 	@venv/bin/ruff check .
-	@$(PY) scripts/config_reference.py --check
+	@$(PY) -m tooling.config_reference --check
 
 render: setup
-	@$(PY) scripts/render.py --stack $(STACK)
+	@$(PY) -m tooling.report --stack $(STACK)
 
 promote-check: setup
-	@$(PY) scripts/promote_check.py --from $(FROM) --to $(TO)
+	@$(PY) -m tooling.promote_check --from $(FROM) --to $(TO)
 
 bench: bench-render bench-registry bench-failover
 

@@ -6,13 +6,13 @@ stack file fails with key-path errors and leaves nothing half-created.
 
 import pulumi
 
-from components.cloud_core import CloudCore
-from components.config import from_pulumi
-from components.edge_nodes import EdgeSiteComponent
-from components.regional_edge import RegionalEdge
-from components.registry import BlockchainRegistry, ServiceSpec
-from components.secrets import env_name, resolve
-from components.traffic import GlobalTraffic
+from edgefabric.tiers.cloud_core import CloudCore
+from edgefabric.config import from_pulumi
+from edgefabric.tiers.edge_sites import EdgeSiteComponent
+from edgefabric.tiers.regional_edge import RegionalEdge
+from edgefabric.tiers.registry import BlockchainRegistry, ServiceSpec
+from edgefabric.tiers.secrets import env_name, resolve
+from edgefabric.tiers.traffic import GlobalTraffic
 
 cfg = from_pulumi()
 

@@ -31,8 +31,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from providers.chain import ChainClient, ChainError, connect, load_account
-from providers.registry_client import Registry, load_artifact
+from edgefabric.chain.client import ChainClient, ChainError, connect, load_account
+from edgefabric.chain.registry import Registry, load_artifact
 
 log = logging.getLogger("agent.heartbeat")
 

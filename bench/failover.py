@@ -33,15 +33,14 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-import dns.resolver  # noqa: E402
+import dns.resolver
 
-from devenv.endpoints import DEFAULT_IPS, LocalEndpoints, free_common_port  # noqa: E402
-from devenv.powerdns import PowerDnsServer, PowerDnsSettings, start_powerdns  # noqa: E402
-from providers.controller import Controller  # noqa: E402
-from providers.health import HttpProbe, probe_many  # noqa: E402
-from providers.reconcile import FailoverSpec  # noqa: E402
+from devenv.endpoints import DEFAULT_IPS, LocalEndpoints, free_common_port
+from devenv.powerdns import PowerDnsServer, PowerDnsSettings, start_powerdns
+from edgefabric.controller.daemon import Controller
+from edgefabric.traffic.health import HttpProbe, probe_many
+from edgefabric.traffic.reconcile import FailoverSpec
 
 ZONE = "bench.test."
 RECORD = "api." + ZONE

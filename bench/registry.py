@@ -36,11 +36,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from devenv.anvil import AnvilProcess, start_anvil  # noqa: E402
-from providers.chain import ChainClient, connect, load_account  # noqa: E402
-from providers.registry_client import Registry, load_artifact, service_id  # noqa: E402
+from devenv.anvil import AnvilProcess, start_anvil
+from edgefabric.chain.client import ChainClient, connect, load_account
+from edgefabric.chain.registry import Registry, load_artifact, service_id
 
 NAME = "edge-api-gateway"           # 16 bytes
 NAME_2 = "edge-analytics-1"         # 16 bytes

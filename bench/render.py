@@ -25,16 +25,15 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-import pulumi  # noqa: E402
-from pulumi.runtime import mocks as pmocks  # noqa: E402
-from pulumi.runtime import settings as psettings  # noqa: E402
-from pulumi.runtime.stack import run_pulumi_func  # noqa: E402
-from pulumi.runtime.sync_await import _sync_await  # noqa: E402
+import pulumi
+from pulumi.runtime import mocks as pmocks
+from pulumi.runtime import settings as psettings
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
 
-from components.config import raw_from_stack_file  # noqa: E402
-from components.render import _Mocks, _Monitor, gc_paused, release_garbage, render  # noqa: E402
+from edgefabric.config import raw_from_stack_file
+from tooling.render import _Mocks, _Monitor, gc_paused, release_garbage, render
 
 SDK_PACKAGES = {"aws": "pulumi_aws", "gcp": "pulumi_gcp", "azure-native": "pulumi_azure_native",
                 "kubernetes": "pulumi_kubernetes", "docker": "pulumi_docker", "command": "pulumi_command"}

@@ -30,6 +30,16 @@ venv() {
     # Venvs of older requirements are dead weight (hundreds of MB each): drop them.
     find "$CACHE" -maxdepth 1 -name 'venv-*' ! -path "$target" -exec rm -rf {} +
   fi
+  # The project itself, editable and without dependencies (they came in one resolution
+  # above). The venv is shared by every clone on this machine, so it is pointed at this
+  # clone, and reinstalled when pyproject.toml changes (packages, console scripts).
+  local stamp
+  stamp="$ROOT $(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+  if [ "$(cat "$target/.edgefabric-install" 2>/dev/null)" != "$stamp" ]; then
+    say "installing edgefabric (editable) from $ROOT"
+    "$target/bin/pip" install --quiet --no-deps --no-build-isolation -e "$ROOT"
+    echo "$stamp" > "$target/.edgefabric-install"
+  fi
   if [ "$(readlink "$ROOT/venv" 2>/dev/null)" != "$target" ]; then
     if [ -e "$ROOT/venv" ] && [ ! -L "$ROOT/venv" ]; then
       say "replacing the plain venv/ folder with a link to the cached venv"

@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from devenv.cli import DEFAULT_DIR, DEFAULT_STACK_FILE, LocalEnv  # noqa: E402
+from devenv.cli import DEFAULT_DIR, DEFAULT_STACK_FILE, LocalEnv
 
 STACK = "local"
 # Published on purpose: it guards only the public anvil dev key and a loopback-only API key.
@@ -190,7 +189,7 @@ def controller_once(layout_env: LocalEnv, state_file: Path) -> None:
     env = dict(os.environ)
     env["EDGEFABRIC_SECRET_POWERDNSAPIKEY"] = layout_env.layout.pdns_api_key
     proc = subprocess.run(
-        [PYTHON, "-m", "providers.controller", "--stack", STACK, "--once", "--state-file", str(state_file)],
+        [PYTHON, "-m", "edgefabric.controller.daemon", "--stack", STACK, "--once", "--state-file", str(state_file)],
         cwd=REPO, env=env, text=True, capture_output=True, timeout=300,
     )  # fmt: skip
     for line in proc.stdout.splitlines():
@@ -265,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         "  scripts/local-env status                  what runs where\n"
         "  scripts/local-env fail gcp && pulumi preview --stack local   a health change is a weight change\n"
         "  keep failover running between deploys (config: secrets come from EDGEFABRIC_SECRET_<KEY>):\n"
-        f"    EDGEFABRIC_SECRET_POWERDNSAPIKEY={local.layout.pdns_api_key} venv/bin/python -m providers.controller --stack local\n"
+        f"    EDGEFABRIC_SECRET_POWERDNSAPIKEY={local.layout.pdns_api_key} venv/bin/python -m edgefabric.controller.daemon --stack local\n"
         f"  dig @127.0.0.1 -p {local.layout.pdns_dns_port} {local.layout.record_name} A\n"
         "  pulumi destroy --stack local --yes && scripts/local-env down   clean up\n"
         "  make test                                  the whole ladder, engine tests included"

@@ -1,7 +1,7 @@
 """Registry: a staging/prod registry lives on a real chain, is not deployed with a public dev
 key, and gives each service room for missed heartbeats.
 
-The dynamic resources carry their own tokens (providers/registry.py):
+The dynamic resources carry their own tokens (edgefabric/dynamic/registry.py):
 `pulumi-python:dynamic/registry:RegistryContract` and
 `pulumi-python:dynamic/registry:ServiceRegistration`.
 """

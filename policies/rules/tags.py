@@ -1,7 +1,7 @@
 """Tags and labels: every taggable cloud resource and every Kubernetes object says which
 environment, tier and cloud it belongs to, and that edgefabric manages it.
 
-The keys mirror components/labels.py (a test keeps them in step). Cloud resources carry
+The keys mirror edgefabric/tiers/labels.py (a test keeps them in step). Cloud resources carry
 plain keys; Kubernetes objects carry them under `edgefabric.io/` plus the well-known
 `app.kubernetes.io/managed-by`.
 """
@@ -89,8 +89,8 @@ def _validate(args: ResourceValidationArgs, report: ReportViolation) -> None:
 required_labels = resource_policy(
     "required-labels",
     "Taggable cloud resources and Kubernetes objects carry environment, tier, cloud and managed-by.",
-    "Build tags with components.labels.cloud_tags(...) for cloud resources and "
-    "components.labels.k8s_labels(...) for Kubernetes metadata.labels; never hand-write them.",
+    "Build tags with edgefabric.tiers.labels.cloud_tags(...) for cloud resources and "
+    "edgefabric.tiers.labels.k8s_labels(...) for Kubernetes metadata.labels; never hand-write them.",
     _validate,
     schema(
         cloudKeys={"type": "array", "items": {"type": "string"}},

@@ -1,6 +1,6 @@
 """Global traffic: the health-weighted failover record (dynamic resource
 `pulumi-python:dynamic/failover:WeightedFailover`, inputs in snake_case, see
-providers/failover.py) answers quickly, spans clouds, probes sanely and pages someone."""
+edgefabric/dynamic/failover.py) answers quickly, spans clouds, probes sanely and pages someone."""
 
 from __future__ import annotations
 

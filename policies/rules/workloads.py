@@ -71,7 +71,7 @@ k8s_requests_limits = resource_policy(
     "k8s-requests-limits",
     "Every container sets cpu and memory requests and limits.",
     "Set resources.requests and resources.limits (cpu, memory) on each container; "
-    "components/workloads.py derives limits as twice the request when the config omits them.",
+    "edgefabric/tiers/workloads.py derives limits as twice the request when the config omits them.",
     _resources,
 )
 

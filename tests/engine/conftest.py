@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from engine_kit import ensure_engine
+from tests.kits.engine import ensure_engine
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

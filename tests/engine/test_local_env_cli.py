@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from engine_kit import LocalPorts, copy_project, local_env, pick_local_ports
+from tests.kits.engine import LocalPorts, copy_project, local_env, pick_local_ports
 
 from devenv.anvil import rpc_call
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from engine_kit import (
+from tests.kits.engine import (
     ANVIL_DEV_KEY,
     Engine,
     LocalPorts,
@@ -35,8 +35,8 @@ from engine_kit import (
 from devenv.anvil import rpc_call
 from devenv.cli import LOCAL_PDNS_API_KEY
 from devenv.powerdns import _api as pdns_api
-from providers.chain import ChainClient, connect, load_account
-from providers.registry_client import Registry
+from edgefabric.chain.client import ChainClient, connect, load_account
+from edgefabric.chain.registry import Registry
 
 STACK = "local"
 CONTRACT = "pulumi-python:dynamic/registry:RegistryContract"

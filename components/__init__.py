@@ -1,1 +1,0 @@
-"""Pulumi ComponentResources, one module per tier, and the typed stack config."""

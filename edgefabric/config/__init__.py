@@ -1,0 +1,143 @@
+"""The typed stack configuration of edgefabric.
+
+Every key under the `edgefabric:` namespace of a stack file is parsed here, once, into
+frozen pydantic models (`models`), and checked against the cross-field rules (`rules`)
+before any resource is registered (`loading`). Everything downstream receives these
+objects, never raw dicts.
+
+Errors a user can cause are raised as `ConfigError`. Each problem names the key path
+(`edgefabric:edge.sites[2].services[0].requirements.memoryMb`), the bad value, and what
+is allowed.
+
+The package is engine-free on purpose: `load_stack_file` reads a `Pulumi.<stack>.yaml`
+directly, so the failover controller, `make render` and `make promote-check` share the
+exact same models as `pulumi up`. Only `from_pulumi()` touches the Pulumi SDK.
+"""
+
+from edgefabric.traffic.from_config import (
+    failover_spec,
+)
+from edgefabric.config.loading import (
+    from_pulumi,
+    load_config,
+    load_stack_file,
+    raw_from_stack_file,
+)
+from edgefabric.config.models import (
+    CLOUDS,
+    NAMESPACE,
+    TOP_LEVEL_KEYS,
+    USER_REGIONS,
+    Autoscale,
+    AwsCloud,
+    AzureCloud,
+    AzureTmBackend,
+    Capabilities,
+    Cloud,
+    Clouds,
+    ClusterSize,
+    ConfigError,
+    CoreConfig,
+    CoreService,
+    CpuQuantity,
+    CustomCheck,
+    DnsBackends,
+    DnsConfig,
+    DnsLabel,
+    EdgeConfig,
+    EdgeService,
+    EdgeSite,
+    EmailNotification,
+    FailoverConfig,
+    GcpCloud,
+    GcpDnsBackend,
+    HealthCheckConfig,
+    HttpCheck,
+    MemQuantity,
+    Notification,
+    PagerDutyNotification,
+    Port,
+    PowerDnsBackend,
+    Region,
+    RegionalService,
+    RegistryConfig,
+    Requirements,
+    Route53Backend,
+    RoutingConfig,
+    RoutingRule,
+    SecretRef,
+    SlackNotification,
+    StackConfig,
+    StrategyConfig,
+    TcpCheck,
+    TrafficEndpoint,
+    Workload,
+    cpu_cores,
+    memory_mb,
+)
+from edgefabric.config.rules import (
+    Problem,
+    placement_problems,
+    semantic_problems,
+)
+
+__all__ = [
+    "CLOUDS",
+    "NAMESPACE",
+    "TOP_LEVEL_KEYS",
+    "USER_REGIONS",
+    "Autoscale",
+    "AwsCloud",
+    "AzureCloud",
+    "AzureTmBackend",
+    "Capabilities",
+    "Cloud",
+    "Clouds",
+    "ClusterSize",
+    "ConfigError",
+    "CoreConfig",
+    "CoreService",
+    "CpuQuantity",
+    "CustomCheck",
+    "DnsBackends",
+    "DnsConfig",
+    "DnsLabel",
+    "EdgeConfig",
+    "EdgeService",
+    "EdgeSite",
+    "EmailNotification",
+    "FailoverConfig",
+    "GcpCloud",
+    "GcpDnsBackend",
+    "HealthCheckConfig",
+    "HttpCheck",
+    "MemQuantity",
+    "Notification",
+    "PagerDutyNotification",
+    "Port",
+    "PowerDnsBackend",
+    "Problem",
+    "Region",
+    "RegionalService",
+    "RegistryConfig",
+    "Requirements",
+    "Route53Backend",
+    "RoutingConfig",
+    "RoutingRule",
+    "SecretRef",
+    "SlackNotification",
+    "StackConfig",
+    "StrategyConfig",
+    "TcpCheck",
+    "TrafficEndpoint",
+    "Workload",
+    "cpu_cores",
+    "failover_spec",
+    "from_pulumi",
+    "load_config",
+    "load_stack_file",
+    "memory_mb",
+    "placement_problems",
+    "raw_from_stack_file",
+    "semantic_problems",
+]

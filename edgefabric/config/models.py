@@ -1,0 +1,447 @@
+"""The models of the stack config: one frozen pydantic model per section.
+
+Keys are camelCase in stack files and snake_case in Python. Field constraints that a
+type can carry live here; rules that span fields live in `edgefabric.config.rules`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from typing import Annotated, Literal, Union
+from urllib.parse import urlparse
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+from edgefabric.errors import NAMESPACE, ConfigError  # noqa: F401 - re-exported
+from edgefabric.config.vocab import CLOUDS, USER_REGIONS, Cloud
+
+
+
+_DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+DnsLabel = Annotated[str, Field(pattern=_DNS_LABEL)]
+# A reference to a secret, never the secret itself: `env:NAME` is read from the process
+# environment where it is used; `config:KEY` is the Pulumi secret `edgefabric:KEY`.
+SecretRef = Annotated[str, Field(pattern=r"^(env:[A-Za-z_][A-Za-z0-9_]*|config:[A-Za-z][A-Za-z0-9_.-]*)$")]
+# Kubernetes quantities: cpu "250m" / "0.5" / "2", memory "256Mi" / "1Gi" / "512M".
+CpuQuantity = Annotated[str, Field(pattern=r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$")]
+MemQuantity = Annotated[str, Field(pattern=r"^[0-9]+(Ki|Mi|Gi|Ti|K|M|G|T)?$")]
+
+
+class _Model(BaseModel):
+    # camelCase keys in YAML, snake_case in Python; unknown keys are typos, so reject them.
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+def _check_image(value: str) -> str:
+    """Images must be pinned: a tag or digest, and never `:latest`."""
+    name, _, digest = value.partition("@")
+    if digest:
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            raise ValueError("digest must be sha256:<64 hex>")
+        return value
+    last = name.rsplit("/", 1)[-1]
+    if ":" not in last:
+        raise ValueError("image must carry an explicit tag, e.g. 'redis:7.4.1'")
+    if last.endswith(":latest"):
+        raise ValueError("':latest' is not allowed; pin a version tag")
+    return value
+
+
+def _check_url(value: str, schemes: tuple[str, ...]) -> str:
+    parsed = urlparse(value)
+    if parsed.scheme not in schemes or not parsed.hostname:
+        raise ValueError(f"must be a URL with scheme {' or '.join(schemes)} and a host")
+    try:
+        parsed.port  # noqa: B018 - raises on a malformed port
+    except ValueError as exc:
+        raise ValueError(f"malformed port: {exc}") from None
+    return value
+
+
+# Pinned images and http(s) URLs are checked in several models; one annotated type each.
+PinnedImage = Annotated[str, AfterValidator(_check_image)]
+HttpUrl = Annotated[str, AfterValidator(lambda v: _check_url(v, ("http", "https")))]
+
+
+def cpu_cores(quantity: str) -> float:
+    """Kubernetes cpu quantity to cores: '250m' -> 0.25, '2' -> 2.0."""
+    return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def memory_mb(quantity: str) -> float:
+    """Kubernetes memory quantity to MiB: '256Mi' -> 256, '1Gi' -> 1024."""
+    mib = 1024**2
+    units = {"Ki": 1024 / mib, "Mi": 1.0, "Gi": 1024.0, "Ti": 1024.0**2,
+             "K": 1e3 / mib, "M": 1e6 / mib, "G": 1e9 / mib, "T": 1e12 / mib}
+    match = re.fullmatch(r"([0-9]+)([KMGT]i?)?", quantity)
+    if not match:
+        raise ValueError(f"not a memory quantity: {quantity!r}")
+    number, unit = match.groups()
+    return int(number) / 1024**2 if unit is None else int(number) * units[unit]
+
+
+# ---------------------------------------------------------------------------- clouds
+
+
+class AwsCloud(_Model):
+    enabled: bool = False
+    region: str = Field("us-east-1", pattern=r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$")
+    # Assumed by the explicit provider; credentials themselves come from the environment
+    # (OIDC in CI, a profile on a laptop), never from config.
+    role_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$")
+    ingress: TrafficEndpoint | None = None
+
+
+class AzureCloud(_Model):
+    enabled: bool = False
+    location: str = Field("westeurope", pattern=r"^[a-z0-9]+$")
+    subscription_id_ref: SecretRef = "env:ARM_SUBSCRIPTION_ID"
+    ingress: TrafficEndpoint | None = None
+
+
+class GcpCloud(_Model):
+    enabled: bool = False
+    project: str = Field("edgefabric", pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+    region: str = Field("asia-southeast1", pattern=r"^[a-z]+-[a-z]+[0-9]$")
+    ingress: TrafficEndpoint | None = None
+
+
+class TrafficEndpoint(_Model):
+    """An existing ingress for a cloud. When set, that cloud's core is not provisioned and
+    this address answers for it (the local stack's stand-ins, or a cluster you bring)."""
+
+    address: str
+    health_url: HttpUrl | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _ip(cls, value: str) -> str:
+        ipaddress.ip_address(value)  # ValueError names the literal
+        return value
+
+
+class Clouds(_Model):
+    aws: AwsCloud = AwsCloud()
+    azure: AzureCloud = AzureCloud()
+    gcp: GcpCloud = GcpCloud()
+
+    def get(self, cloud: Cloud) -> AwsCloud | AzureCloud | GcpCloud:
+        return getattr(self, cloud)
+
+    @property
+    def enabled(self) -> list[Cloud]:
+        return [c for c in CLOUDS if self.get(c).enabled]
+
+    @property
+    def provisioned(self) -> list[Cloud]:
+        """Enabled clouds whose core cluster this stack creates."""
+        return [c for c in self.enabled if self.get(c).ingress is None]
+
+
+# -------------------------------------------------------------------------- services
+
+
+class Port(_Model):
+    name: DnsLabel
+    port: int = Field(ge=1, le=65535)
+    protocol: Literal["http", "http2", "grpc", "websocket", "tcp", "mqtt"] = "http"
+
+
+class Autoscale(_Model):
+    min_replicas: int = Field(ge=1)
+    max_replicas: int = Field(ge=1, le=1000)
+    cpu_percent: int = Field(70, ge=10, le=100)
+
+
+class Workload(_Model):
+    """A containerised service: what every tier deploys."""
+
+    name: DnsLabel
+    image: PinnedImage
+    replicas: int = Field(1, ge=1, le=1000)
+    cpu: CpuQuantity = "250m"
+    memory: MemQuantity = "256Mi"
+    # Limits default to twice the request: headroom for bursts without starving neighbours.
+    cpu_limit: CpuQuantity | None = None
+    memory_limit: MemQuantity | None = None
+    ports: list[Port] = Field(min_length=1)
+    health_path: str = Field("/healthz", pattern=r"^/")
+    env: dict[str, str] = {}
+
+
+class CoreService(Workload):
+    kind: Literal["api-gateway", "data-analytics", "user-management", "business-logic"]
+    autoscale: Autoscale | None = None
+    # OAuth2 issuer for user management; other kinds ignore it.
+    oauth2_issuer: str | None = None
+
+
+class ClusterSize(_Model):
+    node_count: int = Field(3, ge=1, le=1000)
+    min_nodes: int = Field(1, ge=1, le=1000)
+    max_nodes: int = Field(10, ge=1, le=1000)
+    machine_type: str = Field(min_length=1)
+    kubernetes_version: str = Field("1.31", pattern=r"^1\.[0-9]{2}$")
+    # Who may reach the API server. Empty means private endpoint only.
+    api_allowed_cidrs: list[str] = []
+
+    @field_validator("api_allowed_cidrs")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr)
+        return value
+
+
+class CoreConfig(_Model):
+    clusters: dict[Cloud, ClusterSize] = {}
+    services: list[CoreService] = []
+
+
+class RegionalService(Workload):
+    kind: Literal["regional-gateway", "content-cache", "local-analytics", "device-management"]
+
+
+class Region(_Model):
+    name: DnsLabel
+    cloud: Cloud
+    location: str = Field(min_length=1)
+    services: list[RegionalService] = Field(min_length=1)
+
+
+class Requirements(_Model):
+    cpu: float = Field(gt=0, le=1024, description="cores")
+    memory_mb: int = Field(gt=0, le=16 * 1024 * 1024)
+    storage_mb: int = Field(0, ge=0, le=1024 * 1024 * 1024)
+
+
+class Capabilities(_Model):
+    cpu: float = Field(gt=0, le=1024)
+    memory_mb: int = Field(gt=0)
+    storage_mb: int = Field(ge=0)
+    runtime: Literal["kubernetes", "docker", "native"] = "kubernetes"
+
+
+class EdgeService(_Model):
+    name: DnsLabel
+    kind: Literal["edge-gateway", "realtime-processing", "local-cache", "sensor-ingest"]
+    image: PinnedImage
+    replicas: int = Field(1, ge=1, le=100)
+    requirements: Requirements
+    ports: list[Port] = Field(min_length=1)
+    health_path: str = Field("/healthz", pattern=r"^/")
+    # For the native runtime: the command the systemd unit runs.
+    exec_start: str | None = None
+
+
+class EdgeSite(_Model):
+    name: DnsLabel
+    location: str = Field(min_length=1)
+    capabilities: Capabilities
+    # kubernetes runtime: the kubeconfig, as a secret reference.
+    kubeconfig_ref: SecretRef | None = None
+    # docker runtime: ssh://user@host or tcp://host:2376; native runtime: ssh://user@host[:port].
+    host: str | None = None
+    ssh_key_ref: SecretRef | None = None
+    services: list[EdgeService] = Field(min_length=1)
+
+
+class EdgeConfig(_Model):
+    sites: list[EdgeSite] = []
+    node_selector: dict[str, str] = {"node-role.edgefabric.io/edge": "true"}
+    toleration_key: str = "edgefabric.io/edge"
+
+
+# ------------------------------------------------------------------ traffic & health
+
+
+class StrategyConfig(_Model):
+    primary: Cloud
+    secondary: Cloud | None = None
+    tertiary: Cloud | None = None
+    replication: Literal["active-active", "active-passive"] = "active-active"
+    load_balancing: Literal["round-robin", "weighted", "performance-based"] = "weighted"
+    failover: Literal["automatic", "manual"] = "automatic"
+
+    @property
+    def order(self) -> list[Cloud]:
+        return [c for c in (self.primary, self.secondary, self.tertiary) if c is not None]
+
+
+class RoutingRule(_Model):
+    name: DnsLabel
+    regions: list[str] = Field(min_length=1)
+    cloud: Cloud
+    weight: int = Field(ge=1, le=100)
+
+    @field_validator("regions")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        for region in value:
+            if region not in USER_REGIONS:
+                raise ValueError(f"unknown user region {region!r}; allowed: {', '.join(USER_REGIONS)}")
+        return value
+
+
+class RoutingConfig(_Model):
+    rules: list[RoutingRule] = []
+    # The default answer (users outside every rule): the strategy's primary gets this weight.
+    default_weight: int = Field(100, ge=1, le=100)
+
+
+class HttpCheck(_Model):
+    type: Literal["http"] = "http"
+    path: str = Field("/health", pattern=r"^/")
+    expected_status: int = Field(200, ge=100, le=599)
+    method: Literal["GET", "HEAD"] = "GET"
+    port: int = Field(80, ge=1, le=65535)
+    scheme: Literal["http", "https"] = "http"
+
+
+class TcpCheck(_Model):
+    type: Literal["tcp"]
+    port: int = Field(ge=1, le=65535)
+
+
+class CustomCheck(_Model):
+    type: Literal["custom"]
+    command: list[str] = Field(min_length=1)
+
+
+class HealthCheckConfig(_Model):
+    interval_s: float = Field(30, gt=0, le=3600)
+    timeout_s: float = Field(5, gt=0, le=600)
+    failure_threshold: int = Field(3, ge=1, le=100)
+    success_threshold: int = Field(2, ge=1, le=100)
+    recovery_hold_down_s: float = Field(300, ge=0, le=86400)
+    check: Annotated[Union[HttpCheck, TcpCheck, CustomCheck], Field(discriminator="type")] = HttpCheck()
+
+
+class SlackNotification(_Model):
+    type: Literal["slack"]
+    url_ref: SecretRef
+
+
+class PagerDutyNotification(_Model):
+    type: Literal["pagerduty"]
+    routing_key_ref: SecretRef
+    events_url: HttpUrl = "https://events.pagerduty.com/v2/enqueue"
+
+
+class EmailNotification(_Model):
+    type: Literal["email"]
+    smtp_host: str = Field(min_length=1)
+    smtp_port: int = Field(587, ge=1, le=65535)
+    starttls: bool = True
+    username: str | None = None
+    password_ref: SecretRef | None = None
+    sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    recipients: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(min_length=1)
+
+
+Notification = Annotated[
+    Union[SlackNotification, PagerDutyNotification, EmailNotification], Field(discriminator="type")
+]
+
+
+class FailoverConfig(_Model):
+    """How failover acts. The trigger is `healthCheck.failureThreshold` consecutive failures;
+    recovery waits `healthCheck.successThreshold` successes and the hold-down."""
+
+    action: Literal["route-to-secondary", "route-to-healthy"] = "route-to-secondary"
+    notifications: list[Notification] = []
+
+
+class PowerDnsBackend(_Model):
+    api_url: HttpUrl
+    api_key_ref: SecretRef
+    server_id: str = "localhost"
+    zone: str = Field(pattern=r"^([a-z0-9-]+\.)+$")
+
+
+class Route53Backend(_Model):
+    zone_name: str = Field(pattern=r"^([a-z0-9-]+\.)+$")
+    hosted_zone_id: str | None = Field(None, pattern=r"^Z[A-Z0-9]{1,32}$")
+    health_check_ids: bool = True
+
+
+class AzureTmBackend(_Model):
+    subscription_id_ref: SecretRef = "env:ARM_SUBSCRIPTION_ID"
+    resource_group: str = Field(pattern=r"^[-\w._()]{1,90}$")
+    profile_name: str = Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,61}$")
+    relative_dns_name: str = Field(pattern=_DNS_LABEL)
+
+
+class GcpDnsBackend(_Model):
+    project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+    managed_zone: str = Field(pattern=_DNS_LABEL)
+
+
+class DnsBackends(_Model):
+    route53: Route53Backend | None = None
+    azure_tm: AzureTmBackend | None = None
+    gcp_dns: GcpDnsBackend | None = None
+    powerdns: PowerDnsBackend | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return [n for n in ("route53", "azure_tm", "gcp_dns", "powerdns") if getattr(self, n)]
+
+
+class DnsConfig(_Model):
+    record_name: str = Field(pattern=r"^([a-z0-9-]+\.)+$", description="FQDN with trailing dot")
+    ttl: int = Field(30, ge=1, le=86400)
+    # Which core service's strategy the global record follows.
+    strategy: DnsLabel = "api-gateway"
+    backends: DnsBackends
+
+
+class RegistryConfig(_Model):
+    enabled: bool = True
+    # http(s) only: web3 8 has no synchronous websocket provider.
+    rpc_url: HttpUrl
+    chain_id: int = Field(gt=0)
+    deployer_key_ref: SecretRef = "env:EDGEFABRIC_DEPLOYER_KEY"
+    contract_address: str | None = Field(None, pattern=r"^(0x[0-9a-fA-F]{40})?$")
+    service_ttl_s: int = Field(300, ge=10, le=30 * 86400)
+    heartbeat_interval_s: int = Field(100, ge=1, le=30 * 86400)
+    agent_image: PinnedImage = "ghcr.io/edgefabric/heartbeat-agent:0.1.0"
+
+
+# ----------------------------------------------------------------------- the stack
+
+
+class StackConfig(_Model):
+    environment: DnsLabel
+    tags: dict[str, str] = {}
+    clouds: Clouds = Clouds()
+    core: CoreConfig = CoreConfig()
+    regions: list[Region] = []
+    edge: EdgeConfig = EdgeConfig()
+    strategies: dict[DnsLabel, StrategyConfig] = {}
+    routing: RoutingConfig = RoutingConfig()
+    health_check: HealthCheckConfig = HealthCheckConfig()
+    failover: FailoverConfig = FailoverConfig()
+    registry: RegistryConfig | None = None
+    dns: DnsConfig | None = None
+
+    @property
+    def traffic_clouds(self) -> list[Cloud]:
+        """Clouds that answer the global name: every enabled one."""
+        return self.clouds.enabled
+
+
+# Top-level keys, in stack-file spelling. `Pulumi.yaml` declares exactly these.
+TOP_LEVEL_KEYS: tuple[str, ...] = tuple(
+    f.alias or name for name, f in StackConfig.model_fields.items()
+)
+
+
+# Forward references: cloud models name TrafficEndpoint before it is defined.
+for _model in (AwsCloud, AzureCloud, GcpCloud, Clouds, StackConfig):
+    _model.model_rebuild()

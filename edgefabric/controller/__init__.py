@@ -1,0 +1,1 @@
+"""The continuous failover controller: probe, plan, apply under a lease, notify."""

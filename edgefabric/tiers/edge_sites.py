@@ -1,0 +1,202 @@
+"""Tier 3, edge nodes: the edge services of one site, on the site's declared runtime.
+
+This is the seed's node manager. A site declares its capabilities (cpu, memory, storage)
+and one runtime, and every runtime deploys for real:
+
+- `kubernetes`: a `kubernetes.Provider` from the site's kubeconfig secret; Deployments
+  whose requests and limits are the services' requirements, pinned to edge nodes by a
+  node selector and a toleration;
+- `docker`: containers through `pulumi-docker`, with one Docker provider per site whose
+  host is the site's `ssh://` or `tcp://` address;
+- `native`: systemd units managed over SSH by `pulumi-command`'s `remote.Command`, with
+  separate create, update and delete commands.
+
+The placement check (every service fits the site) already ran in `edgefabric.config`
+before any resource was registered.
+"""
+
+from __future__ import annotations
+
+import shlex
+from urllib.parse import urlparse
+
+import pulumi
+import pulumi_command as command
+import pulumi_docker as docker
+import pulumi_kubernetes as k8s
+
+from edgefabric.config import EdgeConfig, EdgeService, EdgeSite
+from edgefabric.tiers.labels import cloud_tags, k8s_labels
+from edgefabric.tiers.secrets import resolve
+from edgefabric.tiers.workloads import container
+
+TIER = "edge"
+# Edge sites belong to no cloud; the label still says where they run.
+CLOUD_LABEL = "edge"
+
+
+def requests_of(svc: EdgeService) -> dict[str, str]:
+    """Kubernetes requests from the declared requirements. Limits equal requests: edge
+    nodes are small, and Guaranteed QoS keeps one service from starving the others."""
+    req = svc.requirements
+    out = {"cpu": f"{round(req.cpu * 1000)}m", "memory": f"{req.memory_mb}Mi"}
+    if req.storage_mb:
+        out["ephemeral-storage"] = f"{req.storage_mb}Mi"
+    return out
+
+
+class EdgeSiteComponent(pulumi.ComponentResource):
+    """One edge site and its services. Output: `services` (names deployed), `runtime`."""
+
+    services: pulumi.Output[list[str]]
+
+    def __init__(self, site: EdgeSite, site_index: int, edge: EdgeConfig, environment: str,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        # The declared capabilities travel as the component's props and outputs so that the
+        # `edge-placement-fits` stack policy can compare them with what is deployed.
+        caps = site.capabilities
+        declared = {"capabilities": {"cpu": caps.cpu, "memoryMb": caps.memory_mb,
+                                     "storageMb": caps.storage_mb, "runtime": caps.runtime}}
+        super().__init__("edgefabric:edge:EdgeSite", site.name, declared, opts)
+        self._site = site
+        self._path = f"edge.sites[{site_index}]"
+        self._env = environment
+        runtime = site.capabilities.runtime
+        if runtime == "kubernetes":
+            self._kubernetes(edge)
+        elif runtime == "docker":
+            self._docker()
+        else:
+            self._native()
+        self.runtime = pulumi.Output.from_input(runtime)
+        self.services = pulumi.Output.from_input([s.name for s in site.services])
+        self.register_outputs({"services": self.services, "runtime": self.runtime, **declared})
+
+    def _kubernetes(self, edge: EdgeConfig) -> None:
+        site = self._site
+        assert site.kubeconfig_ref is not None  # guaranteed by config validation
+        provider = k8s.Provider(
+            f"{site.name}-k8s", kubeconfig=resolve(site.kubeconfig_ref, f"{self._path}.kubeconfigRef"),
+            opts=pulumi.ResourceOptions(parent=self))
+        opts = pulumi.ResourceOptions(parent=self, provider=provider)
+        labels = {**k8s_labels(self._env, TIER, CLOUD_LABEL), "edgefabric.io/site": site.name}
+        namespace = f"edge-{site.name}"
+        ns = k8s.core.v1.Namespace(
+            f"{site.name}-ns", metadata=k8s.meta.v1.ObjectMetaArgs(name=namespace, labels=labels), opts=opts)
+        # Named statically and ordered by depends_on: cheaper than an Output input per object.
+        in_ns = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[ns])
+        tolerations = [k8s.core.v1.TolerationArgs(key=edge.toleration_key, operator="Exists",
+                                                  effect="NoSchedule")]
+        for svc in site.services:
+            req = requests_of(svc)
+            selector = {"app.kubernetes.io/name": svc.name}
+            meta = k8s.meta.v1.ObjectMetaArgs(name=svc.name, namespace=namespace,
+                                              labels={**labels, **selector})
+            spec_container = container(
+                svc.name, svc.image, svc.ports, svc.health_path, cpu=req["cpu"], memory=req["memory"],
+                cpu_limit=req["cpu"], memory_limit=req["memory"])
+            if "ephemeral-storage" in req:
+                spec_container.resources = k8s.core.v1.ResourceRequirementsArgs(requests=req, limits=req)
+            k8s.apps.v1.Deployment(
+                f"{site.name}-{svc.name}", metadata=meta,
+                spec=k8s.apps.v1.DeploymentSpecArgs(
+                    replicas=svc.replicas,
+                    selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+                    template=k8s.core.v1.PodTemplateSpecArgs(
+                        metadata=k8s.meta.v1.ObjectMetaArgs(labels={**labels, **selector}),
+                        spec=k8s.core.v1.PodSpecArgs(
+                            containers=[spec_container], node_selector=edge.node_selector,
+                            tolerations=tolerations),
+                    )),
+                opts=in_ns)
+            k8s.core.v1.Service(
+                f"{site.name}-{svc.name}", metadata=meta,
+                spec=k8s.core.v1.ServiceSpecArgs(
+                    selector=selector,
+                    ports=[k8s.core.v1.ServicePortArgs(name=p.name, port=p.port, target_port=p.port)
+                           for p in svc.ports]),
+                opts=in_ns)
+
+    def _docker(self) -> None:
+        site = self._site
+        provider = docker.Provider(
+            f"{site.name}-docker", host=site.host,
+            # Fail fast on an unknown host key rather than trusting it silently.
+            ssh_opts=["-o", "BatchMode=yes"] if urlparse(site.host or "").scheme == "ssh" else None,
+            opts=pulumi.ResourceOptions(parent=self))
+        opts = pulumi.ResourceOptions(parent=self, provider=provider)
+        labels = cloud_tags(self._env, TIER, CLOUD_LABEL, {"edgefabric.io/site": site.name})
+        network = docker.Network(f"{site.name}-net", name=f"edgefabric-{site.name}",
+                                 labels=[{"label": k, "value": v} for k, v in labels.items()], opts=opts)
+        for svc in site.services:
+            image = docker.RemoteImage(f"{site.name}-{svc.name}-image", name=svc.image,
+                                       keep_locally=True, opts=opts)
+            docker.Container(
+                f"{site.name}-{svc.name}",
+                name=f"edgefabric-{svc.name}",
+                image=image.image_id,
+                restart="unless-stopped",
+                memory=svc.requirements.memory_mb,
+                cpus=f"{svc.requirements.cpu:g}",
+                healthcheck={"tests": _health_command(svc), "interval": "30s", "timeout": "5s",
+                             "retries": 3, "start_period": "10s"},
+                networks_advanced=[{"name": network.name, "aliases": [svc.name]}],
+                ports=[{"internal": p.port, "external": p.port} for p in svc.ports],
+                labels=[{"label": k, "value": v} for k, v in {**labels, "app": svc.name}.items()],
+                opts=opts)
+
+    def _native(self) -> None:
+        site = self._site
+        url = urlparse(site.host or "")
+        assert site.ssh_key_ref is not None  # guaranteed by config validation
+        connection = command.remote.ConnectionArgs(
+            host=url.hostname or "", port=url.port or 22, user=url.username or "root",
+            private_key=resolve(site.ssh_key_ref, f"{self._path}.sshKeyRef"))
+        # The command provider has no settings, but an explicit one keeps every resource of
+        # the stack on a provider the program chose.
+        provider = command.Provider(f"{site.name}-command", opts=pulumi.ResourceOptions(parent=self))
+        for svc in site.services:
+            unit = f"edgefabric-{svc.name}.service"
+            body = systemd_unit(svc, self._env, site.name)
+            write = f"printf %s {shlex.quote(body)} | sudo tee /etc/systemd/system/{unit} >/dev/null"
+            command.remote.Command(
+                f"{site.name}-{svc.name}",
+                connection=connection,
+                create=f"{write} && sudo systemctl daemon-reload && sudo systemctl enable --now {unit}",
+                update=f"{write} && sudo systemctl daemon-reload && sudo systemctl restart {unit}",
+                delete=(f"sudo systemctl disable --now {unit} || true; "
+                        f"sudo rm -f /etc/systemd/system/{unit} && sudo systemctl daemon-reload"),
+                # Re-run the update when the unit text changes.
+                triggers=[body],
+                opts=pulumi.ResourceOptions(parent=self, provider=provider))
+
+
+def systemd_unit(svc: EdgeService, environment: str, site: str) -> str:
+    """A systemd unit with the service's requirements as cgroup limits."""
+    req = svc.requirements
+    return "\n".join([
+        "[Unit]",
+        f"Description=edgefabric {svc.kind} {svc.name} ({environment}, site {site})",
+        "After=network-online.target",
+        "Wants=network-online.target",
+        "",
+        "[Service]",
+        f"ExecStart={svc.exec_start}",
+        "Restart=always",
+        "RestartSec=5",
+        "DynamicUser=yes",
+        f"CPUQuota={round(req.cpu * 100)}%",
+        f"MemoryMax={req.memory_mb}M",
+        f"Environment=EDGEFABRIC_ENVIRONMENT={environment} EDGEFABRIC_SITE={site}",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "",
+    ])
+
+
+def _health_command(svc: EdgeService) -> list[str]:
+    port = svc.ports[0]
+    if port.protocol in ("http", "http2", "websocket"):
+        return ["CMD-SHELL", f"wget -qO- http://127.0.0.1:{port.port}{svc.health_path} >/dev/null || exit 1"]
+    return ["CMD-SHELL", f"nc -z 127.0.0.1 {port.port} || exit 1"]

@@ -1,0 +1,51 @@
+"""Tier 2, the regional edge: per region, the regional services on that cloud's core cluster.
+
+Each region lives in one cloud and gets its own namespace on that cloud's core cluster:
+a regional gateway, a content cache, local analytics and device management (an MQTT
+broker, e.g. eclipse-mosquitto). The cluster is reached through the explicit provider the
+`CloudCore` exposes; nothing here uses an ambient provider.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from edgefabric.config import Region
+from edgefabric.tiers.labels import k8s_labels
+from edgefabric.tiers.workloads import PodShape, default_limits, deploy_service
+
+TIER = "regional-edge"
+
+
+class RegionalEdge(pulumi.ComponentResource):
+    """The regional services of one region. Output: `gateway_service` (in-cluster DNS name)."""
+
+    gateway_service: pulumi.Output[str]
+
+    def __init__(self, region: Region, environment: str, k8s_provider: k8s.Provider,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("edgefabric:edge:RegionalEdge", region.name, None, opts)
+        labels = {**k8s_labels(environment, TIER, region.cloud), "edgefabric.io/region": region.name}
+        child = pulumi.ResourceOptions(parent=self, provider=k8s_provider)
+        namespace = f"region-{region.name}"
+        ns = k8s.core.v1.Namespace(
+            f"{region.name}-ns", metadata=k8s.meta.v1.ObjectMetaArgs(name=namespace, labels=labels), opts=child)
+        gateway = ""
+        for svc in region.services:
+            cpu_limit, memory_limit = default_limits(svc)
+            deployed = deploy_service(
+                f"{region.name}-{svc.name}", svc, namespace=namespace, namespace_resource=ns,
+                shape=PodShape(labels=labels, cpu_limit=cpu_limit, memory_limit=memory_limit),
+                provider=k8s_provider, parent=self,
+                # Devices connect to the broker from outside the cluster.
+                service_type="LoadBalancer" if svc.kind in ("regional-gateway", "device-management")
+                else "ClusterIP",
+            )
+            if svc.kind == "regional-gateway" and not gateway:
+                gateway = svc.name
+                self.gateway_service = pulumi.Output.concat(
+                    deployed.service.metadata.name, f".{namespace}.svc")
+        if not gateway:
+            self.gateway_service = pulumi.Output.from_input("")
+        self.register_outputs({"gateway_service": self.gateway_service})

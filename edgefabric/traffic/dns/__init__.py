@@ -1,0 +1,1 @@
+"""DNS backends behind one interface (see edgefabric.traffic.dns.base)."""

@@ -1,0 +1,322 @@
+"""Azure Traffic Manager backend (azure-mgmt-trafficmanager, API 2022-04-01).
+
+Published for a record (profile P, relative DNS name R):
+- profile P: routing method `Weighted`, monitor config from the health
+  settings, one external endpoint per cloud (target = the cloud's IPv4).
+  Traffic Manager weights are 1..1000, so weight 0 is expressed as a
+  *disabled* endpoint (weight 1, endpointStatus Disabled);
+- with region rules: one Weighted profile per rule (`P-<rule>`) and a
+  `Geographic` profile `P-geo` whose nested endpoints map each rule's regions
+  to its child profile and `WORLD` to P. Users then resolve `R-geo`.
+Each profile is written with one PUT carrying its endpoints, so a profile is
+never half-updated; unchanged profiles are not written (idempotent).
+
+The client is built per call from a credential object and the subscription id
+(both passed in by the caller, from env/secrets). `base_url` may point at a
+local fake over plain http on loopback only; then (and only then) the bearer
+policy's https check is relaxed for that request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from edgefabric.traffic.dns.base import (
+    ApplyResult,
+    DnsBackendError,
+    HealthSettings,
+    Published,
+    RecordSpec,
+    TransientError,
+    retry,
+)
+from edgefabric.traffic.dns.regions import AZURE_GEO, continent
+from edgefabric.traffic.planner import DEFAULT_ANSWER, Plan
+
+API_VERSION = "2022-04-01"
+EXTERNAL = "Microsoft.Network/trafficManagerProfiles/externalEndpoints"
+NESTED = "Microsoft.Network/trafficManagerProfiles/nestedEndpoints"
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def monitor_config(h: HealthSettings) -> dict[str, Any]:
+    """Map our health settings onto Traffic Manager's allowed values.
+
+    TM probes every 10 s or 30 s; timeout 5..10 s (and below the interval);
+    it tolerates 0..9 failures before the next failure marks the endpoint
+    degraded, i.e. tolerated = failure_threshold - 1.
+    """
+    interval = 10 if h.interval_s <= 10 else 30
+    timeout = int(min(max(round(h.timeout_s), 5), 10 if interval == 30 else 9))
+    cfg: dict[str, Any] = {
+        "protocol": h.protocol.upper(),
+        "port": int(h.port),
+        "intervalInSeconds": interval,
+        "timeoutInSeconds": timeout,
+        "toleratedNumberOfFailures": int(min(max(h.thresholds.failure_threshold - 1, 0), 9)),
+    }
+    if cfg["protocol"] != "TCP":
+        cfg["path"] = h.path
+    return cfg
+
+
+@dataclass
+class AzureTmBackend:
+    subscription_id: str
+    resource_group: str
+    profile_name: str
+    relative_dns_name: str
+    credential: Any = field(default=None, repr=False)
+    base_url: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    name: str = "azure_tm"
+    scale: int = 100
+    supports_regions: bool = True
+
+    def _client(self) -> Any:
+        from azure.mgmt.trafficmanager import TrafficManagerManagementClient
+
+        credential = self.credential
+        if credential is None:
+            from azure.identity import DefaultAzureCredential
+
+            credential = DefaultAzureCredential()
+        kwargs: dict[str, Any] = {"api_version": API_VERSION, "retry_total": 3}
+        if self.base_url:
+            kwargs["base_url"] = self.base_url
+        return TrafficManagerManagementClient(credential, self.subscription_id, **kwargs)
+
+    def _opts(self) -> dict[str, Any]:
+        if self.base_url and self.base_url.startswith("http://"):
+            if urlsplit(self.base_url).hostname not in _LOOPBACK:
+                raise DnsBackendError(
+                    f"azure_tm base_url {self.base_url!r}: plain http is allowed only on loopback"
+                )
+            return {"enforce_https": False}
+        return {}
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from azure.core.exceptions import HttpResponseError, ServiceRequestError
+
+        def once() -> Any:
+            try:
+                return fn(*args, **kwargs, **self._opts())
+            except HttpResponseError as exc:
+                if exc.status_code in (429, 500, 502, 503, 504):
+                    raise TransientError(f"azure_tm {what}: HTTP {exc.status_code}") from exc
+                raise DnsBackendError(f"azure_tm {what}: HTTP {exc.status_code}: {exc.message}") from exc
+            except ServiceRequestError as exc:
+                raise TransientError(f"azure_tm {what}: {exc}") from exc
+
+        return retry(once, f"azure_tm {what}")
+
+    # ---- naming
+    def profile_for(self, answer: str) -> str:
+        return self.profile_name if answer == DEFAULT_ANSWER else f"{self.profile_name}-{answer}"
+
+    def relative_for(self, answer: str) -> str:
+        return self.relative_dns_name if answer == DEFAULT_ANSWER else f"{self.relative_dns_name}-{answer}"
+
+    def geo_profile(self) -> str:
+        return f"{self.profile_name}-geo"
+
+    def profile_id(self, profile: str) -> str:
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.Network/trafficManagerProfiles/{profile}"
+        )
+
+    # ---- desired bodies
+    def _weighted_body(self, spec: RecordSpec, answer: str, weights: dict[str, int]) -> dict[str, Any]:
+        endpoints = []
+        for cloud in sorted(spec.endpoints):
+            w = int(weights.get(cloud, 0))
+            endpoints.append(
+                {
+                    "name": cloud,
+                    "type": EXTERNAL,
+                    "properties": {
+                        "target": spec.endpoints[cloud],
+                        "endpointStatus": "Enabled" if w > 0 else "Disabled",
+                        "weight": max(w, 1),
+                    },
+                }
+            )
+        return {
+            "location": "global",
+            "tags": dict(self.tags),
+            "properties": {
+                "profileStatus": "Enabled",
+                "trafficRoutingMethod": "Weighted",
+                "dnsConfig": {"relativeName": self.relative_for(answer), "ttl": spec.ttl},
+                "monitorConfig": monitor_config(spec.health),
+                "endpoints": endpoints,
+            },
+        }
+
+    def _geo_body(self, spec: RecordSpec, plan: Plan) -> dict[str, Any]:
+        endpoints = []
+        for answer_name, answer in plan.answers.items():
+            codes = (
+                ["WORLD"]
+                if answer_name == DEFAULT_ANSWER
+                else sorted({AZURE_GEO[continent(r)] for r in answer.regions})
+            )
+            endpoints.append(
+                {
+                    "name": answer_name,
+                    "type": NESTED,
+                    "properties": {
+                        "targetResourceId": self.profile_id(self.profile_for(answer_name)),
+                        "endpointStatus": "Enabled",
+                        "minChildEndpoints": 1,
+                        "geoMapping": codes,
+                    },
+                }
+            )
+        return {
+            "location": "global",
+            "tags": dict(self.tags),
+            "properties": {
+                "profileStatus": "Enabled",
+                "trafficRoutingMethod": "Geographic",
+                "dnsConfig": {"relativeName": f"{self.relative_dns_name}-geo", "ttl": spec.ttl},
+                "monitorConfig": monitor_config(spec.health),
+                "endpoints": endpoints,
+            },
+        }
+
+    def desired(self, spec: RecordSpec, plan: Plan) -> dict[str, dict[str, Any]]:
+        """profile name -> PUT body; children before the geo parent (it references them)."""
+        out = {
+            self.profile_for(a): self._weighted_body(spec, a, ans.weights) for a, ans in plan.answers.items()
+        }
+        if len(plan.answers) > 1:
+            out[self.geo_profile()] = self._geo_body(spec, plan)
+        return out
+
+    # ---- reading
+    def _get(self, client: Any, profile: str) -> dict[str, Any] | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return self._call(
+                "get profile", client.profiles.get, self.resource_group, profile,
+                cls=lambda resp, _d, _h: resp.http_response.json(),
+            )  # fmt: skip
+        except DnsBackendError as exc:
+            if isinstance(exc.__cause__, ResourceNotFoundError):
+                return None
+            raise
+
+    def _existing_profiles(self, client: Any) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        items = self._call(
+            "list profiles",
+            lambda **kw: list(client.profiles.list_by_resource_group(self.resource_group, **kw)),
+        )
+        for item in items:
+            name = str(item["name"])
+            if name == self.profile_name or name.startswith(self.profile_name + "-"):
+                got = self._get(client, name)
+                if got is not None:
+                    out[name] = got
+        return out
+
+    @staticmethod
+    def _weights_of(profile: dict[str, Any], by_ip: dict[str, str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for ep in profile.get("properties", {}).get("endpoints", []):
+            props = ep.get("properties", {})
+            if props.get("endpointStatus") == "Enabled" and "target" in props:
+                out[by_ip.get(props["target"], props["target"])] = int(props.get("weight", 1))
+        return out
+
+    def read(self, spec: RecordSpec) -> Published | None:
+        client = self._client()
+        default = self._get(client, self.profile_name)
+        if default is None:
+            return None
+        by_ip = spec.cloud_for_ip()
+        out: Published = {DEFAULT_ANSWER: self._weights_of(default, by_ip)}
+        geo = self._get(client, self.geo_profile())
+        if geo is not None:
+            for ep in geo.get("properties", {}).get("endpoints", []):
+                answer = ep.get("name")
+                if answer and answer != DEFAULT_ANSWER:
+                    child = self._get(client, self.profile_for(answer))
+                    if child is not None:
+                        out[answer] = self._weights_of(child, by_ip)
+        return out
+
+    # ---- writing
+    @staticmethod
+    def _same(current: dict[str, Any] | None, body: dict[str, Any]) -> bool:
+        if current is None:
+            return False
+        props, want = current.get("properties", {}), body["properties"]
+        if props.get("trafficRoutingMethod") != want["trafficRoutingMethod"]:
+            return False
+        if props.get("profileStatus") != want["profileStatus"]:
+            return False
+        dns = props.get("dnsConfig", {})
+        if (dns.get("relativeName"), dns.get("ttl")) != (
+            want["dnsConfig"]["relativeName"],
+            want["dnsConfig"]["ttl"],
+        ):
+            return False
+        mon = props.get("monitorConfig", {})
+        if any(mon.get(k) != v for k, v in want["monitorConfig"].items()):
+            return False
+        if (current.get("tags") or {}) != body["tags"]:
+            return False
+
+        # Compare only what we set: the service fills defaults (weight, priority,
+        # monitor status) that a re-PUT would not change.
+        def norm(v: Any) -> Any:
+            return sorted(v) if isinstance(v, list) else v
+
+        have = {e.get("name"): e.get("properties", {}) for e in props.get("endpoints", [])}
+        if set(have) != {e["name"] for e in want["endpoints"]}:
+            return False
+        for ep in want["endpoints"]:
+            cur = have[ep["name"]]
+            if any(norm(cur.get(k)) != norm(v) for k, v in ep["properties"].items()):
+                return False
+        return True
+
+    def apply(self, spec: RecordSpec, plan: Plan) -> ApplyResult:
+        client = self._client()
+        changed = False
+        wanted = self.desired(spec, plan)
+        for profile, body in wanted.items():
+            if self._same(self._get(client, profile), body):
+                continue
+            self._call("put profile", client.profiles.create_or_update, self.resource_group, profile, body)
+            changed = True
+        # Drop what an older plan published and this one does not (rule removed, rules -> none).
+        for profile in sorted(self._existing_profiles(client)):
+            if profile not in wanted and (
+                profile == self.geo_profile() or profile.startswith(self.profile_name + "-")
+            ):
+                self._delete_profile(client, profile)
+                changed = True
+        return ApplyResult(changed=changed, record_ids=[self.profile_id(p) for p in wanted])
+
+    def _delete_profile(self, client: Any, profile: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            self._call("delete profile", client.profiles.delete, self.resource_group, profile)
+        except DnsBackendError as exc:
+            if not isinstance(exc.__cause__, ResourceNotFoundError):
+                raise
+
+    def delete(self, spec: RecordSpec) -> None:
+        client = self._client()
+        # Parent first: the geo profile references the children.
+        names = sorted(self._existing_profiles(client), key=lambda n: (n != self.geo_profile(), n))
+        for profile in names:
+            self._delete_profile(client, profile)

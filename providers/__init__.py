@@ -1,1 +1,0 @@
-"""Dynamic providers and the engine-free logic behind them."""

@@ -1,1 +1,0 @@
-"""DNS backends behind one interface (see providers.dns.base)."""

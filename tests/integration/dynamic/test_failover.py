@@ -1,0 +1,194 @@
+"""WeightedFailoverProvider's CRUD against real PowerDNS and moto's Route53.
+
+The provider methods are called the way the dynamic-provider host calls them
+(plain dict props in, CreateResult/DiffResult/... out). The real engine run is
+the lead's engine test; here each lifecycle rule is checked directly.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+import dill
+import pytest
+from pulumi.runtime.rpc import UNKNOWN
+
+from devenv.endpoints import LocalEndpoints
+from devenv.powerdns import PowerDnsServer
+from edgefabric.traffic.dns.powerdns import PowerDnsBackend
+from edgefabric.traffic.dns.route53 import Route53Backend
+from edgefabric.dynamic.failover import SECRET_OUTPUTS, WeightedFailover, WeightedFailoverProvider
+from edgefabric.traffic.reconcile import FailoverSpec
+from edgefabric.traffic.planner import PlanInput, Strategy, plan
+from tests.integration.conftest import ZONE
+
+
+def props(eps: LocalEndpoints, backends: dict[str, Any], record: str, **over: Any) -> dict[str, Any]:
+    base = {
+        "record_name": record,
+        "ttl": 5,
+        "endpoints": {c: {"address": eps.address(c)} for c in eps.clouds()},
+        "health_check": {"interval_s": 1, "timeout_s": 0.5, "failure_threshold": 2, "success_threshold": 1,
+                         "recovery_hold_down_s": 60,
+                         "check": {"type": "http", "path": "/health", "expected_status": 200, "port": eps.port}},
+        "strategy": {"order": ["aws", "azure", "gcp"], "replication": "active-active", "failover": "automatic"},
+        "routing": {"rules": [], "default_weight": 60},
+        "backends": backends,
+        "health_check_ids": {},
+        "probe_round_gap_s": 0.05,
+        "provider_version": "1",
+    }  # fmt: skip
+    base.update(over)
+    return base
+
+
+def pdns_backends(pdns: PowerDnsServer) -> dict[str, Any]:
+    return {"powerdns": {"api_url": pdns.api_url, "api_key_ref": "env:TEST_PDNS_KEY", "zone": ZONE,
+                         "server_id": "localhost"}}  # fmt: skip
+
+
+@pytest.fixture
+def pdns_key(pdns: PowerDnsServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("TEST_PDNS_KEY", pdns.api_key)
+    return pdns.api_key
+
+
+def test_lifecycle_against_powerdns(pdns: PowerDnsServer, pdns_key: str, endpoints: LocalEndpoints) -> None:
+    prov = WeightedFailoverProvider()
+    record = "provider." + ZONE
+    news = props(endpoints, pdns_backends(pdns), record)
+    assert prov.check({}, news).failures == []
+
+    created = prov.create(news)
+    outs = created.outs
+    assert created.id == record
+    assert outs["plan"]["answers"]["default"]["weights"] == {"aws": 60, "azure": 20, "gcp": 20}
+    assert outs["backend_status"] == {"powerdns": "ok"}
+    assert outs["record_ids"]["powerdns"] == [f"powerdns:localhost/{ZONE}/{record}/LUA"]
+    assert outs["health"]["aws"]["healthy"] is True and outs["health"]["aws"]["last_probe_at"]
+    backend = PowerDnsBackend(pdns.api_url, pdns_key, ZONE)
+    spec = FailoverSpec.from_props(news).record_spec()
+    assert backend.read(spec) == {"default": {"aws": 60, "azure": 20, "gcp": 20}}
+
+    # create is idempotent: a second create (crash before state was saved) adopts.
+    again = prov.create(news)
+    assert again.outs["plan"] == outs["plan"]
+
+    # Unchanged world, unchanged inputs: no diff.
+    d = prov.diff(record, outs, news)
+    assert d.changes is False and d.replaces == []
+
+    # Health change: gcp goes away -> the preview diff shows a change, without replace.
+    endpoints.stop("gcp")
+    d = prov.diff(record, outs, news)
+    assert d.changes is True and d.replaces == []
+    updated = prov.update(record, outs, news).outs
+    assert updated["plan"]["answers"]["default"]["weights"] == {"aws": 75, "azure": 25, "gcp": 0}
+    assert updated["health"]["gcp"]["healthy"] is False
+    assert updated["last_change_at"] >= outs["last_change_at"]
+    assert backend.read(spec) == {"default": {"aws": 75, "azure": 25}}
+    # ... and then a stable world is again no diff (gcp still down, evidence carried).
+    assert prov.diff(record, updated, news).changes is False
+
+    # Drift: an out-of-band edit is seen by read (refresh) and the next diff reports it.
+    backend.apply(spec, plan(PlanInput(Strategy(("aws", "azure", "gcp")), default_weight=100)))
+    refreshed = prov.read(record, updated).outs
+    assert refreshed["published"] == {"powerdns": {"default": {"aws": 100}}}
+    assert prov.diff(record, refreshed, news).changes is True
+    fixed = prov.update(record, refreshed, news).outs
+    assert prov.read(record, fixed).outs["published"] == {"powerdns": {"default": {"aws": 75, "azure": 25}}}
+
+    # Input diffs: ttl updates in place; record_name replaces.
+    assert prov.diff(record, fixed, {**news, "ttl": 10}).replaces == []
+    assert prov.diff(record, fixed, {**news, "ttl": 10}).changes is True
+    assert prov.diff(record, fixed, {**news, "record_name": "other." + ZONE}).replaces == ["record_name"]
+    # Preview with unknown inputs tolerates them.
+    unknown = prov.diff(record, fixed, {**news, "endpoints": UNKNOWN})
+    assert unknown.changes is True and unknown.replaces == []
+
+    # Delete removes the record; deleting again succeeds.
+    prov.delete(record, fixed)
+    assert backend.read(spec) is None
+    prov.delete(record, fixed)
+
+    # Credentials appear nowhere in outputs or in the pickled provider.
+    for o in (outs, updated, refreshed, fixed):
+        assert pdns_key not in json.dumps(o)
+    assert pdns_key.encode() not in dill.dumps(prov, recurse=True)
+
+
+def test_check_rejects_bad_inputs_naming_the_key(endpoints: LocalEndpoints, pdns: PowerDnsServer) -> None:
+    prov = WeightedFailoverProvider()
+    bad = props(endpoints, pdns_backends(pdns), "x." + ZONE, ttl=0)
+    failures = prov.check({}, bad).failures
+    assert failures and failures[0].property == "ttl" and "1..86400" in failures[0].reason
+    bad = props(endpoints, {"bind": {}}, "x." + ZONE)
+    assert "backends" in prov.check({}, bad).failures[0].reason
+    bad = props(endpoints, pdns_backends(pdns), "x." + ZONE, routing={"rules": [
+        {"name": "eu", "regions": ["europe"], "cloud": "aws", "weight": 300}]})  # fmt: skip
+    assert "rules[0].weight" in prov.check({}, bad).failures[0].reason
+    # Unknowns during preview are not errors.
+    assert prov.check({}, {**bad, "endpoints": UNKNOWN}).failures == []
+
+
+def test_missing_secret_is_a_clear_error(endpoints: LocalEndpoints, pdns: PowerDnsServer,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.delenv("TEST_PDNS_KEY", raising=False)
+    with pytest.raises(ValueError, match=r"env:TEST_PDNS_KEY.*TEST_PDNS_KEY, which is not set"):
+        WeightedFailoverProvider().create(props(endpoints, pdns_backends(pdns), "x." + ZONE))
+
+
+def test_secret_passed_as_input_is_only_a_secret_output(endpoints: LocalEndpoints, pdns: PowerDnsServer) -> None:
+    prov = WeightedFailoverProvider()
+    backends = {"powerdns": {**pdns_backends(pdns)["powerdns"], "api_key_ref": "config:powerdnsApiKey"}}
+    news = props(endpoints, backends, "secret." + ZONE, secrets={"config:powerdnsApiKey": pdns.api_key})
+    outs = prov.create(news).outs
+    assert SECRET_OUTPUTS == ["secrets"]  # WeightedFailover marks it additional_secret_outputs
+    assert pdns.api_key not in json.dumps({k: v for k, v in outs.items() if k != "secrets"})
+    prov.delete("secret." + ZONE, outs)  # delete authenticates from the stored (encrypted) secret
+    assert pdns.api_key.encode() not in dill.dumps(prov, recurse=True)
+
+
+def test_lifecycle_against_route53_moto(aws_env: str, hosted_zone: str, endpoints: LocalEndpoints) -> None:
+    client = boto3.client("route53", endpoint_url=aws_env)
+    hc = client.create_health_check(
+        CallerReference="provider-hc",
+        HealthCheckConfig={"IPAddress": endpoints.address("aws"), "Port": endpoints.port, "Type": "HTTP",
+                           "ResourcePath": "/health", "RequestInterval": 10, "FailureThreshold": 2},
+    )["HealthCheck"]["Id"]  # fmt: skip
+    prov = WeightedFailoverProvider()
+    record = "r53." + ZONE
+    news = props(
+        endpoints,
+        {"route53": {"zone_name": ZONE, "hosted_zone_id": hosted_zone, "health_check_ids": True}},
+        record,
+        health_check_ids={"aws": hc},
+        routing={"rules": [{"name": "americas", "regions": ["north-america"], "cloud": "aws", "weight": 70}],
+                 "default_weight": 100},
+    )  # fmt: skip
+    outs = prov.create(news).outs
+    assert outs["backend_status"] == {"route53": "ok"}
+    assert any(i.endswith("/default") for i in outs["record_ids"]["route53"])
+    spec = FailoverSpec.from_props(news).record_spec()
+    backend = Route53Backend(ZONE, hosted_zone_id=hosted_zone)
+    assert backend.read(spec) == {"default": {"aws": 255}, "americas": {"aws": 179, "azure": 38, "gcp": 38}}
+    assert prov.diff(record, outs, news).changes is False
+    endpoints.stop("aws")
+    assert prov.diff(record, outs, news).changes is True
+    updated = prov.update(record, outs, news).outs
+    assert updated["plan"]["answers"]["americas"]["weights"] == {"aws": 0, "azure": 50, "gcp": 50}
+    assert backend.read(spec) == {"default": {"azure": 255}, "americas": {"azure": 128, "gcp": 127}}
+    refreshed = prov.read(record, updated).outs
+    assert refreshed["published"]["route53"]["americas"] == {"azure": 128, "gcp": 127}
+    assert prov.diff(record, refreshed, news).changes is False
+    prov.delete(record, refreshed)
+    assert backend.read(spec) is None
+    for o in (outs, updated, refreshed):
+        assert "testing-secret-key" not in json.dumps(o)
+    assert b"testing-secret-key" not in dill.dumps(prov, recurse=True)
+
+
+def test_resource_type_token() -> None:
+    assert WeightedFailover._resource_type_name == "dynamic/failover:WeightedFailover"

@@ -1,0 +1,93 @@
+"""`make render`: tooling/report.py on a throwaway git repository with a base commit."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+from tooling import report as render_script
+
+SKIP = shutil.ignore_patterns("venv", ".git", "node_modules", ".tools", ".pulumi-home", ".state", ".local-env",
+                              ".render", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis", "tests")
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+                          check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the project committed as the base, then a dev change on top (uncommitted)."""
+    dst = tmp_path_factory.mktemp("render") / "edgefabric"
+    shutil.copytree(ROOT, dst, ignore=SKIP, symlinks=True)
+    git(dst, "init", "-q", "-b", "main")
+    git(dst, "add", "-A")
+    git(dst, "commit", "-q", "-m", "base")
+    stack = dst / "Pulumi.dev.yaml"
+    doc = yaml.safe_load(stack.read_text())
+    cfg = doc["config"]
+    cfg["edgefabric:core"]["clusters"]["aws"]["maxNodes"] = 6
+    site = cfg["edgefabric:edge"]["sites"][0]
+    removed = site["services"].pop()
+    stack.write_text(yaml.safe_dump(doc, sort_keys=False))
+    (dst / "removed.txt").write_text(f"{site['name']}-{removed['name']}")
+    return dst
+
+
+def run_render(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(repo / "tooling" / "report.py"), *args], cwd=repo,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_render_summarises_tiers_diff_policies_and_weights(repo: Path) -> None:
+    proc = run_render(repo, "--stack", "dev", "--base", "main")
+    assert proc.returncode == 0, proc.stderr
+    md = (repo / ".render" / "dev.md").read_text()
+    assert "## Resources by tier and type" in md
+    assert "| core | `aws:eks/cluster:Cluster` | 1 |" in md
+    assert "| edge | `kubernetes:apps/v1:Deployment` |" in md
+    # The diff against the base commit: the changed input and the removed service.
+    assert "Base: `main` (" in md
+    assert "| `aws:eks/nodeGroup:NodeGroup` aws-nodes | `scalingConfig.maxSize` | 4 | 6 |" in md
+    removed = (repo / "removed.txt").read_text()
+    assert f"`kubernetes:apps/v1:Deployment` **{removed}**" in md.split("**Removed**")[1]
+    assert "**Added**" not in md
+    # Policy results at dev's levels, and the weight plan per user region.
+    assert "Levels from `policies/config/dev.json`." in md
+    assert "| `required-labels` |" in md and "| `no-plaintext-secrets` |" in md
+    assert "| north-america (NA) | americas |" in md
+    # Secrets never reach the summary.
+    assert "mock-secret" not in md and "mock-env" not in md
+
+
+def test_render_without_a_base(repo: Path) -> None:
+    proc = run_render(repo, "--stack", "dev", "--base", "no-such-ref", "--out", str(repo / "x.md"))
+    assert proc.returncode == 0, proc.stderr
+    assert "Not compared: base ref `no-such-ref` does not exist here." in (repo / "x.md").read_text()
+
+
+def test_render_fails_on_unknown_stack(repo: Path) -> None:
+    proc = run_render(repo, "--stack", "nope")
+    assert proc.returncode == 1
+    assert "no stack file Pulumi.nope.yaml" in proc.stderr
+
+
+def test_diff_reports_added_removed_and_changed_inputs() -> None:
+    base = [{"urn": "u1", "type": "t", "name": "a", "inputs": {"spec": {"replicas": 2}, "__provider": "x"}},
+            {"urn": "u2", "type": "t", "name": "gone", "inputs": {}}]
+    head = [{"urn": "u1", "type": "t", "name": "a", "inputs": {"spec": {"replicas": 3}, "__provider": "y"}},
+            {"urn": "u3", "type": "t", "name": "new", "inputs": {}}]
+    d = render_script.diff(base, head)
+    assert [r["name"] for r in d["added"]] == ["new"]
+    assert [r["name"] for r in d["removed"]] == ["gone"]
+    (res, paths), = d["changed"]
+    assert res["name"] == "a"
+    assert paths == [("__provider", "(dynamic provider code)", "(changed)"), ("spec.replicas", 2, 3)]

@@ -1,0 +1,169 @@
+"""The whole program under Pulumi mocks, for every shipped stack file."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from edgefabric.config import StackConfig
+from edgefabric.tiers.labels import K8S_LABEL_KEYS, TAG_KEYS
+from tooling.render import Rendered
+
+COMPONENT_PREFIX = "edgefabric:"
+# Types whose tags/labels input we can check, and where the tags live in the inputs.
+CLOUD_TAGGED = {
+    "aws:ec2/vpc:Vpc": "tags", "aws:ec2/subnet:Subnet": "tags", "aws:iam/role:Role": "tags",
+    "aws:eks/cluster:Cluster": "tags", "aws:eks/nodeGroup:NodeGroup": "tags",
+    "azure-native:resources:ResourceGroup": "tags",
+    "azure-native:containerservice:ManagedCluster": "tags",
+    "gcp:container/cluster:Cluster": "resourceLabels",
+}
+
+
+def expected_counts(cfg: StackConfig) -> Counter[str]:
+    """What the config asks for, computed from the config alone."""
+    want: Counter[str] = Counter()
+    clouds = cfg.clouds.provisioned
+    k8s_sites = [s for s in cfg.edge.sites if s.capabilities.runtime == "kubernetes"]
+    docker_sites = [s for s in cfg.edge.sites if s.capabilities.runtime == "docker"]
+    native_sites = [s for s in cfg.edge.sites if s.capabilities.runtime == "native"]
+    core, regional = cfg.core.services, [s for r in cfg.regions for s in r.services]
+    edge_k8s = [s for site in k8s_sites for s in site.services]
+    want["edgefabric:core:CloudCore"] = len(clouds)
+    want["edgefabric:edge:RegionalEdge"] = len(cfg.regions)
+    want["edgefabric:edge:EdgeSite"] = len(cfg.edge.sites)
+    want["aws:eks/cluster:Cluster"] = int("aws" in clouds)
+    want["azure-native:containerservice:ManagedCluster"] = int("azure" in clouds)
+    want["gcp:container/cluster:Cluster"] = int("gcp" in clouds)
+    want["kubernetes:apps/v1:Deployment"] = len(core) * len(clouds) + len(regional) + len(edge_k8s)
+    want["kubernetes:core/v1:Service"] = want["kubernetes:apps/v1:Deployment"]
+    want["kubernetes:core/v1:Namespace"] = len(clouds) + len(cfg.regions) + len(k8s_sites)
+    want["kubernetes:autoscaling/v2:HorizontalPodAutoscaler"] = sum(1 for s in core if s.autoscale) * len(clouds)
+    want["kubernetes:policy/v1:PodDisruptionBudget"] = (
+        sum(1 for s in core if s.replicas > 1 or s.autoscale) * len(clouds)
+        + sum(1 for s in regional if s.replicas > 1))
+    want["pulumi:providers:kubernetes"] = len(clouds) + len(k8s_sites)
+    want["docker:index/container:Container"] = sum(len(s.services) for s in docker_sites)
+    want["pulumi:providers:docker"] = len(docker_sites)
+    want["command:remote:Command"] = sum(len(s.services) for s in native_sites)
+    registry = cfg.registry is not None and cfg.registry.enabled
+    want["edgefabric:registry:BlockchainRegistry"] = int(registry)
+    want["pulumi-python:dynamic/registry:RegistryContract"] = int(registry)
+    want["pulumi-python:dynamic/registry:ServiceRegistration"] = len(core) if registry else 0
+    if registry:  # a heartbeat agent, its namespace and its key Secret on every core cluster
+        want["kubernetes:apps/v1:Deployment"] += len(clouds)
+        want["kubernetes:core/v1:Namespace"] += len(clouds)
+    want["kubernetes:core/v1:Secret"] = len(clouds) if registry else 0
+    want["edgefabric:traffic:GlobalTraffic"] = int(cfg.dns is not None)
+    want["pulumi-python:dynamic/failover:WeightedFailover"] = int(cfg.dns is not None)
+    route53 = cfg.dns is not None and cfg.dns.backends.route53 is not None and "aws" in clouds
+    want["aws:route53/healthCheck:HealthCheck"] = len(cfg.clouds.enabled) if route53 else 0
+    return want
+
+
+def test_every_stack_renders(stack: tuple[StackConfig, Rendered]) -> None:
+    cfg, rendered = stack
+    assert rendered.outputs["environment"] == cfg.environment
+    assert set(rendered.outputs["ingress"]) == set(cfg.clouds.enabled)
+
+
+def test_resource_counts_match_config(stack: tuple[StackConfig, Rendered]) -> None:
+    cfg, rendered = stack
+    have = Counter(r.type for r in rendered.resources)
+    for typ, count in expected_counts(cfg).items():
+        assert have[typ] == count, f"{rendered.stack}: {typ}: registered {have[typ]}, config asks for {count}"
+
+
+def test_every_resource_has_a_component_ancestor(stack: tuple[StackConfig, Rendered]) -> None:
+    _, rendered = stack
+    by_urn = rendered.by_urn()
+    for res in rendered.resources:
+        if res.type == "pulumi:pulumi:Stack" or res.type.startswith(COMPONENT_PREFIX):
+            continue
+        chain, parent = [], res.parent
+        while parent and not by_urn[parent].type.startswith(COMPONENT_PREFIX):
+            chain.append(parent)
+            parent = by_urn[parent].parent
+        assert parent, f"{res.urn} has no edgefabric component among its ancestors ({chain})"
+
+
+def test_taggable_resources_carry_standard_tags(stack: tuple[StackConfig, Rendered]) -> None:
+    _, rendered = stack
+    for res in rendered.resources:
+        if res.type in CLOUD_TAGGED:
+            tags = res.inputs.get(CLOUD_TAGGED[res.type]) or {}
+            missing = [k for k in TAG_KEYS if k not in tags]
+            assert not missing, f"{res.urn}: missing tags {missing}"
+            assert tags["environment"] == rendered.outputs["environment"], res.urn
+        if res.type.startswith("kubernetes:") and not res.type.startswith("pulumi:providers"):
+            labels = (res.inputs.get("metadata") or {}).get("labels") or {}
+            missing = [k for k in K8S_LABEL_KEYS if k not in labels]
+            assert not missing, f"{res.urn}: missing labels {missing}"
+        if res.type == "docker:index/container:Container":
+            keys = {label["label"] for label in res.inputs.get("labels", [])}
+            assert set(TAG_KEYS) <= keys, f"{res.urn}: labels {sorted(keys)}"
+
+
+def test_kubeconfig_outputs_are_secret(stack: tuple[StackConfig, Rendered]) -> None:
+    cfg, rendered = stack
+    assert "kubeconfigs" in rendered.secret_outputs
+    for cloud, core in rendered.namespace["cores"].items():
+        from pulumi.runtime.sync_await import _sync_await
+
+        assert _sync_await(core.kubeconfig.is_secret()), f"{rendered.stack}: {cloud} kubeconfig is not secret"
+    k8s_providers = rendered.of_type("pulumi:providers:kubernetes")
+    assert all("kubeconfig" in p.secret_inputs for p in k8s_providers), "a kubeconfig went in plain"
+    assert len(k8s_providers) == len(cfg.clouds.provisioned) + sum(
+        1 for s in cfg.edge.sites if s.capabilities.runtime == "kubernetes")
+
+
+def test_deployments_have_resources_probes_and_pinned_images(stack: tuple[StackConfig, Rendered]) -> None:
+    _, rendered = stack
+    for dep in rendered.of_type("kubernetes:apps/v1:Deployment"):
+        for c in dep.inputs["spec"]["template"]["spec"]["containers"]:
+            where = f"{dep.urn} container {c['name']}"
+            assert c["resources"].get("requests", {}).keys() >= {"cpu", "memory"}, where
+            assert c["resources"].get("limits", {}).keys() >= {"cpu", "memory"}, where
+            assert "livenessProbe" in c and "readinessProbe" in c, where
+            image = c["image"]
+            assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), f"{where}: {image}"
+            assert c["securityContext"]["privileged"] is False, where
+
+
+def test_explicit_providers_everywhere(stack: tuple[StackConfig, Rendered]) -> None:
+    _, rendered = stack
+    for res in rendered.resources:
+        if not res.custom or res.type.startswith("pulumi:providers:"):
+            continue
+        if res.type.split(":")[0] in ("aws", "azure-native", "gcp", "kubernetes", "docker", "command"):
+            # A provider reference is "<provider urn>::<id>"; the engine's defaults are named default_*.
+            assert "pulumi:providers:" in res.provider, f"{res.urn} uses the ambient default provider"
+            assert "::default" not in res.provider, f"{res.urn} uses a default provider"
+
+
+def test_edge_requests_equal_declared_requirements(stack: tuple[StackConfig, Rendered]) -> None:
+    cfg, rendered = stack
+    deployments = {r.name: r for r in rendered.of_type("kubernetes:apps/v1:Deployment")}
+    for site in cfg.edge.sites:
+        if site.capabilities.runtime != "kubernetes":
+            continue
+        for svc in site.services:
+            dep = deployments[f"{site.name}-{svc.name}"]
+            spec = dep.inputs["spec"]["template"]["spec"]
+            req = spec["containers"][0]["resources"]["requests"]
+            assert req["cpu"] == f"{round(svc.requirements.cpu * 1000)}m"
+            assert req["memory"] == f"{svc.requirements.memory_mb}Mi"
+            assert spec["nodeSelector"] == cfg.edge.node_selector
+            assert spec["tolerations"][0]["key"] == cfg.edge.toleration_key
+
+
+def test_cloud_native_checks_are_wired_into_the_failover(stack: tuple[StackConfig, Rendered]) -> None:
+    """Route53 weighted sets carry the Route53 check ids; Cloud DNS items name the GCP check."""
+    cfg, rendered = stack
+    failovers = rendered.of_type("pulumi-python:dynamic/failover:WeightedFailover")
+    if cfg.dns is None or "gcp" not in cfg.clouds.provisioned or cfg.dns.backends.gcp_dns is None:
+        return
+    (failover,) = failovers
+    (check,) = rendered.of_type("gcp:compute/healthCheck:HealthCheck")
+    assert failover.inputs["backends"]["gcp_dns"]["health_check"].endswith(f"/healthChecks/{check.name}")
+    r53 = rendered.of_type("aws:route53/healthCheck:HealthCheck")
+    assert set(failover.inputs["health_check_ids"]) == set(cfg.clouds.enabled) and len(r53) == 3

@@ -1,0 +1,118 @@
+"""BlockchainRegistry under Pulumi mocks: children, outputs, the key's secrecy, the agent shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pytest
+from pulumi.runtime import mocks as pmocks
+
+from edgefabric.config import RegistryConfig
+from edgefabric.tiers.labels import K8S_LABEL_KEYS
+
+KEY = "0x" + "ab" * 32
+SECRET_SIG_KEY, SECRET_SIG = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270"
+
+
+class Mocks(pmocks.Mocks):
+    def __init__(self) -> None:
+        self.created: list[pmocks.MockResourceArgs] = []
+
+    def new_resource(self, args: pmocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        self.created.append(args)
+        out = dict(args.inputs)
+        if args.typ.endswith("registry:RegistryContract"):
+            out |= {"address": "0x" + "12" * 20, "chain_id": args.inputs["chain_id"]}
+        if args.typ.endswith("registry:ServiceRegistration"):
+            out |= {"service_id": "0x" + format(len(self.created), "064x")}
+        return f"{args.name}-id", out
+
+    def call(self, args: pmocks.MockCallArgs) -> dict[str, Any]:
+        return {}
+
+
+@pytest.fixture
+def mocks() -> Mocks:
+    m = Mocks()
+    pulumi.runtime.set_mocks(m, project="edgefabric", stack="unit", preview=False)
+    return m
+
+
+def _cfg(**over: Any) -> RegistryConfig:
+    return RegistryConfig.model_validate({
+        "rpcUrl": "http://127.0.0.1:8545", "chainId": 31337, "deployerKeyRef": "config:deployerKey",
+        "serviceTtlS": 300, "heartbeatIntervalS": 100, "agentImage": "ghcr.io/edgefabric/heartbeat-agent:0.1.0",
+    } | over)
+
+
+def test_registry_children_outputs_and_agent(mocks: Mocks) -> None:
+    from edgefabric.tiers.registry import BlockchainRegistry, ServiceSpec
+
+    outputs: list[Any] = []
+
+    @pulumi.runtime.test
+    def build() -> Any:
+        return _build_and_collect(outputs)
+
+    def _build_and_collect(sink: list[Any]) -> Any:
+        provider = k8s.Provider("aws-k8s", kubeconfig="{}")
+        reg = BlockchainRegistry(
+            "registry", _cfg(),
+            [ServiceSpec("api-gateway", "1.0.0", pulumi.Output.from_input(["https://203.0.113.10"]), "{}"),
+             ServiceSpec("analytics", "1.0.0", ["https://203.0.113.11"])],
+            environment="dev", deployer_key=pulumi.Output.secret(KEY), k8s_providers={"aws": provider},
+        )
+
+        return pulumi.Output.all(reg.contract_address, *reg.service_ids.values()).apply(sink.extend)
+
+    def check(values: list[Any]) -> None:
+        address, ids = values[0], values[1:]
+        assert address == "0x" + "12" * 20
+        assert all(i.startswith("0x") and len(i) == 66 for i in ids)
+        by_type: dict[str, list[pmocks.MockResourceArgs]] = {}
+        for r in mocks.created:
+            by_type.setdefault(r.typ, []).append(r)
+        assert len(by_type["pulumi-python:dynamic/registry:RegistryContract"]) == 1
+        regs = by_type["pulumi-python:dynamic/registry:ServiceRegistration"]
+        assert sorted(r.inputs["name"] for r in regs) == ["analytics", "api-gateway"]
+        assert all(r.inputs["ttl"] == 300 and r.inputs["deployer_key_ref"] == "config:deployerKey" for r in regs)
+        dep = by_type["kubernetes:apps/v1:Deployment"][0].inputs
+        c = dep["spec"]["template"]["spec"]["containers"][0]
+        assert c["image"] == "ghcr.io/edgefabric/heartbeat-agent:0.1.0"
+        assert c["resources"]["requests"].keys() >= {"cpu", "memory"} and c["resources"]["limits"]
+        assert "livenessProbe" in c and "readinessProbe" in c
+        assert c["securityContext"]["privileged"] is False
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["EDGEFABRIC_HEARTBEAT_INTERVAL_S"] == "100"  # ttl 300 / 3
+        assert env["EDGEFABRIC_SERVICE_IDS"] == ",".join(sorted(ids, key=ids.index))
+        assert "EDGEFABRIC_DEPLOYER_KEY" not in env  # the key comes from the Secret file
+        assert set(K8S_LABEL_KEYS) <= dep["metadata"]["labels"].keys()
+        assert dep["metadata"]["labels"]["edgefabric.io/tier"] == "registry"
+        secret = by_type["kubernetes:core/v1:Secret"][0].inputs
+        # stringData travels as a secret (the engine encrypts it in state)
+        assert secret["stringData"][SECRET_SIG_KEY] == SECRET_SIG
+        assert secret["stringData"]["value"] == {"deployer-key": KEY}
+
+    build()  # returns once every registration (including those waiting on outputs) is done
+    check(outputs)
+
+
+
+def test_env_reference_keeps_the_key_out_of_the_program(mocks: Mocks) -> None:
+    from edgefabric.tiers.registry import BlockchainRegistry, ServiceSpec
+
+    @pulumi.runtime.test
+    def build() -> Any:
+        reg = BlockchainRegistry("registry", _cfg(deployerKeyRef="env:EDGEFABRIC_DEPLOYER_KEY"),
+                                 [ServiceSpec("api-gateway", "1.0.0", ["https://e"])], environment="local")
+        return reg.service_ids["api-gateway"]
+
+    build()
+    dynamic = [r for r in mocks.created if r.typ.startswith("pulumi-python:dynamic/registry:")]
+    assert len(dynamic) == 2
+    for r in dynamic:
+        assert r.inputs.get("deployer_key") is None
+        assert r.inputs["deployer_key_ref"] == "env:EDGEFABRIC_DEPLOYER_KEY"
+    assert not any(r.typ.startswith("kubernetes:") for r in mocks.created)  # no clusters given

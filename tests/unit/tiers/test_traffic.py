@@ -1,0 +1,107 @@
+"""GlobalTraffic renders under pulumi mocks for every shipped stack file."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi.runtime.mocks as pmocks
+import pulumi.runtime.settings as psettings
+import pulumi_aws as aws
+import pulumi_gcp as gcp
+import pytest
+
+from edgefabric.config import load_stack_file
+from edgefabric.tiers.traffic import GlobalTraffic
+
+ROOT = Path(__file__).resolve().parents[3]
+STACKS = ("local", "dev", "staging", "prod")
+FAILOVER_TYPE = "pulumi-python:dynamic/failover:WeightedFailover"
+
+
+class Mocks(pmocks.Mocks):
+    def __init__(self) -> None:
+        self.resources: list[pmocks.MockResourceArgs] = []
+
+    def new_resource(self, args: pmocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        self.resources.append(args)
+        outs = dict(args.inputs)
+        if args.typ == FAILOVER_TYPE:
+            outs.update(plan={"scale": 100}, health={}, record_ids={}, last_change_at="2026-01-01T00:00:00+00:00")
+        if args.typ == "gcp:compute/healthCheck:HealthCheck":
+            outs["selfLink"] = f"https://www.googleapis.com/compute/v1/projects/p/global/healthChecks/{args.name}"
+        return f"{args.name}-id", outs
+
+    def call(self, args: pmocks.MockCallArgs) -> dict[str, Any]:
+        return {}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_global_traffic_renders(stack: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_stack_file(ROOT / f"Pulumi.{stack}.yaml")
+    assert cfg.dns is not None
+    secret_value = f"mock-pdns-key-{stack}"
+    pulumi.runtime.set_all_config({"edgefabric:powerdnsApiKey": secret_value},
+                                  secret_keys=["edgefabric:powerdnsApiKey"])  # fmt: skip
+    monkeypatch.setenv("ARM_SUBSCRIPTION_ID", "00000000-0000-0000-0000-000000000000")
+    psettings.set_root_resource(None)  # type: ignore[arg-type]
+    mocks = Mocks()
+    pmocks.set_mocks(mocks, project="edgefabric", stack=stack, preview=False)
+
+    @pulumi.runtime.test
+    def program() -> pulumi.Output[Any]:
+        providers: dict[str, pulumi.ProviderResource] = {}
+        if "aws" in cfg.traffic_clouds:
+            providers["aws"] = aws.Provider("aws", region="us-east-1")
+        if "gcp" in cfg.traffic_clouds:
+            providers["gcp"] = gcp.Provider("gcp", project="edgefabric-test")
+        endpoints = {
+            c: (cfg.clouds.get(c).ingress.address if cfg.clouds.get(c).ingress else f"203.0.113.{i + 10}")
+            for i, c in enumerate(cfg.traffic_clouds)
+        }  # fmt: skip
+        comp = GlobalTraffic("global", cfg, endpoints, providers)
+
+        def verify(args: list[Any]) -> None:
+            assert args[0].endswith("edgefabric:traffic:GlobalTraffic::global"), args[0]
+            by_type: dict[str, list[pmocks.MockResourceArgs]] = {}
+            for r in mocks.resources:
+                by_type.setdefault(r.typ, []).append(r)
+            (fo,) = by_type[FAILOVER_TYPE]
+            inputs = fo.inputs
+            assert inputs["record_name"] == cfg.dns.record_name
+            assert set(inputs["endpoints"]) == set(cfg.traffic_clouds)
+            assert inputs["strategy"]["order"][0] == cfg.strategies[cfg.dns.strategy].primary
+            assert inputs["provider_version"]
+            backends = cfg.dns.backends
+            r53 = by_type.get("aws:route53/healthCheck:HealthCheck", [])
+            if backends.route53 is not None and backends.route53.health_check_ids and "aws" in providers:
+                assert len(r53) == len(cfg.traffic_clouds), f"{stack}: one Route53 check per cloud"
+                for check in r53:
+                    tags = check.inputs["tags"]
+                    assert {"environment", "tier", "cloud", "managed-by"} <= set(tags), check.name
+                    assert tags["tier"] == "traffic" and check.inputs["failureThreshold"] == cfg.health_check.failure_threshold
+                assert set(inputs["health_check_ids"]) == set(cfg.traffic_clouds)
+            else:
+                assert r53 == []
+            gcp_checks = by_type.get("gcp:compute/healthCheck:HealthCheck", [])
+            assert len(gcp_checks) == (1 if backends.gcp_dns is not None and "gcp" in providers else 0)
+            if "azure_tm" in inputs["backends"]:
+                assert inputs["backends"]["azure_tm"]["tags"]["tier"] == "traffic"
+            # No secret value travels as a plain input or inside the pickled provider.
+            plain = json.dumps({k: v for k, v in inputs.items() if k not in ("secrets", "__provider")})
+            assert secret_value not in plain
+            blob = inputs["__provider"]
+            blob = blob.get("value", "") if isinstance(blob, dict) else blob  # secret envelope under mocks
+            assert blob and secret_value.encode() not in base64.b64decode(blob)
+            if backends.powerdns is not None and backends.powerdns.api_key_ref.startswith("config:"):
+                envelope = inputs["secrets"]  # passed as a pulumi secret: encrypted in state
+                assert envelope["4dabf18193072939515e22adb298388d"] == "1b47061264138c4ac30d75fd1eb44270"
+                assert envelope["value"] == {backends.powerdns.api_key_ref: secret_value}
+
+        return pulumi.Output.all(comp.urn, comp.plan, comp.record_ids).apply(verify)
+
+    program()
+
