@@ -17,7 +17,7 @@ help:
 	@echo "make setup          venv from requirements.txt (cached, idempotent)"
 	@echo "make contracts      solc + anvil from npm, compile contracts/build/ServiceRegistry.json"
 	@echo "make engine         build the Pulumi CLI from Go modules into .tools/bin (cached)"
-	@echo "make lint           ruff"
+	@echo "make lint           ruff, mypy, the README config reference"
 	@echo "make render STACK=prod            Markdown summary of a stack rendered under mocks"
 	@echo "make promote-check FROM=dev TO=staging   schema check between two stack configs"
 	@echo "make bench          all benchmarks (render, registry, failover); each prints figures and ratios"
@@ -50,6 +50,7 @@ test-unit: setup
 
 lint: setup
 	@venv/bin/ruff check .
+	@venv/bin/mypy
 	@$(PY) -m tooling.config_reference --check
 
 render: setup

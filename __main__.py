@@ -6,22 +6,37 @@ stack file fails with key-path errors and leaves nothing half-created.
 
 import pulumi
 
-from edgefabric.tiers.cloud_core import CloudCore
-from edgefabric.config import from_pulumi
-from edgefabric.tiers.edge_sites import EdgeSiteComponent
-from edgefabric.tiers.regional_edge import RegionalEdge
-from edgefabric.tiers.registry import BlockchainRegistry, ServiceSpec
-from edgefabric.tiers.secrets import env_name, resolve
-from edgefabric.tiers.traffic import GlobalTraffic
+from edgefabric.tiers.cloud_core import CloudCore, CloudCoreArgs
+from edgefabric.tiers.edge_sites import EdgeSite, EdgeSiteArgs
+from edgefabric.tiers.regional_edge import RegionalEdge, RegionalEdgeArgs
+from edgefabric.tiers.registry import BlockchainRegistry, BlockchainRegistryArgs, ServiceSpec
+from edgefabric.tiers.stack import read_stack_config
+from edgefabric.tiers.traffic import GlobalTraffic, GlobalTrafficArgs
 
-cfg = from_pulumi()
+cfg = read_stack_config()
 
-cores = {cloud: CloudCore(cloud, cfg) for cloud in cfg.clouds.provisioned}
-regions = {region.name: RegionalEdge(region, cfg.environment, cores[region.cloud].k8s_provider,
-                                     opts=pulumi.ResourceOptions(depends_on=[cores[region.cloud]]))
-           for region in cfg.regions}
-sites = {site.name: EdgeSiteComponent(site, i, cfg.edge, cfg.environment)
-         for i, site in enumerate(cfg.edge.sites)}
+# Each tier gets only its slice of the config. Component names are the logical names they
+# always had (the cloud, the region, the site): URNs do not change.
+cores = {
+    cloud: CloudCore(cloud, CloudCoreArgs(
+        cloud=cloud, cluster=cfg.core.clusters[cloud], services=cfg.core.services,
+        settings=cfg.clouds.get(cloud), environment=cfg.environment, tags=cfg.tags))
+    for cloud in cfg.clouds.provisioned
+}
+regions = {
+    region.name: RegionalEdge(
+        region.name,
+        RegionalEdgeArgs(region=region, environment=cfg.environment,
+                         k8s_provider=cores[region.cloud].k8s_provider),
+        opts=pulumi.ResourceOptions(depends_on=[cores[region.cloud]]))
+    for region in cfg.regions
+}
+sites = {
+    site.name: EdgeSite(site.name, EdgeSiteArgs(
+        site=site, index=i, environment=cfg.environment,
+        node_selector=cfg.edge.node_selector, toleration_key=cfg.edge.toleration_key))
+    for i, site in enumerate(cfg.edge.sites)
+}
 
 # Each cloud answers the global name at its core ingress, or at the ingress the stack names.
 ingress = {cloud: (pulumi.Output.from_input(cfg.clouds.get(cloud).ingress.address)
@@ -47,19 +62,22 @@ if cfg.registry is not None and cfg.registry.enabled:
         )
         for svc in cfg.core.services
     ]
-    ref = cfg.registry.deployer_key_ref
-    registry = BlockchainRegistry(
-        "registry", cfg.registry, services, environment=cfg.environment,
-        deployer_key=None if env_name(ref) else resolve(ref, "registry.deployerKeyRef"),
+    registry = BlockchainRegistry("registry", BlockchainRegistryArgs(
+        registry=cfg.registry, services=services, environment=cfg.environment,
         k8s_providers={cloud: core.k8s_provider for cloud, core in cores.items()},
-    )
+    ))
     pulumi.export("contractAddress", registry.contract_address)
     pulumi.export("chainId", registry.chain_id)
     pulumi.export("serviceIds", registry.service_ids)
 
 if cfg.dns is not None:
-    traffic = GlobalTraffic("global", cfg, ingress,
-                            providers={cloud: core.provider for cloud, core in cores.items()})
+    traffic = GlobalTraffic("global", GlobalTrafficArgs(
+        dns=cfg.dns, strategy=cfg.strategies[cfg.dns.strategy], routing=cfg.routing,
+        health_check=cfg.health_check, addresses=ingress, environment=cfg.environment, tags=cfg.tags,
+        health_urls={cloud: ep.health_url for cloud in cfg.clouds.enabled
+                     if (ep := cfg.clouds.get(cloud).ingress) is not None and ep.health_url},
+        providers={cloud: core.provider for cloud, core in cores.items()},
+    ))
     pulumi.export("dnsRecord", cfg.dns.record_name)
     pulumi.export("dnsWeights", traffic.plan)
     pulumi.export("dnsHealth", traffic.health)

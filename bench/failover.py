@@ -32,15 +32,13 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-
 import dns.resolver
 
 from devenv.endpoints import DEFAULT_IPS, LocalEndpoints, free_common_port
 from devenv.powerdns import PowerDnsServer, PowerDnsSettings, start_powerdns
 from edgefabric.controller.daemon import Controller
 from edgefabric.traffic.health import HttpProbe, probe_many
-from edgefabric.traffic.reconcile import FailoverSpec
+from edgefabric.traffic.spec import FailoverSpec
 
 ZONE = "bench.test."
 RECORD = "api." + ZONE
@@ -84,7 +82,7 @@ def _wait(cond, timeout_s: float) -> float:  # type: ignore[no-untyped-def]
 
 
 def detection(pdns: PowerDnsServer, eps: LocalEndpoints, runs: int) -> list[float]:
-    spec = FailoverSpec.from_props(_props(eps, pdns, interval=1.0, hold_down=0.5))
+    spec = FailoverSpec.from_inputs(_props(eps, pdns, interval=1.0, hold_down=0.5))
     ctl = Controller(spec, [], lambda *a, **k: None)
     stop = threading.Event()
     loop = threading.Thread(target=ctl.run, args=(1.0, stop), daemon=True)
@@ -120,7 +118,7 @@ def detection(pdns: PowerDnsServer, eps: LocalEndpoints, runs: int) -> list[floa
 
 
 def flapping(pdns: PowerDnsServer, eps: LocalEndpoints, probes: int = 60) -> dict[str, int]:
-    spec = FailoverSpec.from_props(_props(eps, pdns, interval=1.0, hold_down=5.0))
+    spec = FailoverSpec.from_inputs(_props(eps, pdns, interval=1.0, hold_down=5.0))
     events: list[str] = []
     ctl = Controller(spec, [], lambda event, **k: events.append(event))
     ctl.tick()  # settle the initial answer

@@ -32,10 +32,7 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
-
-REPO = Path(__file__).resolve().parent.parent
 
 from devenv.anvil import AnvilProcess, start_anvil
 from edgefabric.chain.client import ChainClient, connect, load_account

@@ -35,11 +35,11 @@ import yaml
 
 from devenv import anvil, endpoints, powerdns
 from devenv.processes import alive, terminate
+from edgefabric.config.vocab import CLOUDS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = REPO_ROOT / ".local-env"
 DEFAULT_STACK_FILE = REPO_ROOT / "Pulumi.local.yaml"
-CLOUDS = ("aws", "azure", "gcp")
 
 # The local PowerDNS API key. It guards a server bound to 127.0.0.1 only and is published on
 # purpose, like the anvil dev key: Pulumi.local.yaml holds it as the secret `powerdnsApiKey`.

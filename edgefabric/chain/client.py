@@ -21,7 +21,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import function_abi_to_4byte_selector, to_checksum_address
 from hexbytes import HexBytes
+from tenacity import Retrying, stop_after_attempt, wait_exponential
 from web3 import HTTPProvider, Web3
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted, Web3RPCError
@@ -110,19 +111,13 @@ def connect(
         ),
     )
     w3 = Web3(provider)
-    delay = backoff
-    last: Exception | None = None
-    for attempt in range(retries + 1):
-        try:
-            chain_id = int(w3.eth.chain_id)
-            break
-        except Exception as exc:  # connection refused, timeout, bad gateway ...
-            last = exc
-            if attempt < retries:
-                time.sleep(delay)
-                delay *= 2
-    else:
-        raise ChainError(f"cannot reach the chain at {rpc_url} after {retries + 1} attempts: {last}")
+    # Waits backoff, 2 x backoff, 4 x backoff ... between attempts.
+    first_contact = Retrying(stop=stop_after_attempt(retries + 1),
+                             wait=wait_exponential(multiplier=backoff), reraise=True)
+    try:
+        chain_id = first_contact(lambda: int(w3.eth.chain_id))
+    except Exception as exc:  # connection refused, timeout, bad gateway ...
+        raise ChainError(f"cannot reach the chain at {rpc_url} after {retries + 1} attempts: {exc}") from None
     if expected_chain_id is not None and chain_id != expected_chain_id:
         raise ChainError(f"registry chainId is {expected_chain_id} but the node at {rpc_url} reports {chain_id}")
     return w3
@@ -149,7 +144,7 @@ class NonceManager:
         with self._lock:
             if self._next is None:
                 # `pending` counts transactions already in the pool, e.g. from a crashed run.
-                self._next = int(w3.eth.get_transaction_count(address, "pending"))
+                self._next = int(w3.eth.get_transaction_count(to_checksum_address(address), "pending"))
             nonce = self._next
             self._next += 1
             return nonce
@@ -189,7 +184,7 @@ class ErrorDecoder:
         self._errors: dict[bytes, dict[str, Any]] = {}
         for entry in abi:
             if entry.get("type") == "error":
-                self._errors[bytes(function_abi_to_4byte_selector(entry))] = entry
+                self._errors[bytes(function_abi_to_4byte_selector(entry))] = entry  # type: ignore[arg-type]  # a plain ABI dict
         # The two built-in errors every revert may carry.
         self._errors[bytes.fromhex("08c379a0")] = {"name": "Error", "inputs": [{"name": "reason", "type": "string"}]}
         self._errors[bytes.fromhex("4e487b71")] = {"name": "Panic", "inputs": [{"name": "code", "type": "uint256"}]}
@@ -411,21 +406,3 @@ class ChainClient:
             return TransactionReverted(f"{pending.description}: ran out of gas ({tx['gas']}) in {pending.tx_hash}")
         return TransactionReverted(f"{pending.description}: transaction {pending.tx_hash} reverted")
 
-
-def wait_all(client: ChainClient, pending: Sequence[PendingTx]) -> list[TxResult]:
-    """Wait for several pipelined transactions, in order."""
-    return [client.wait(p) for p in pending]
-
-
-def retry(fn: Callable[[], Any], attempts: int = 3, delay: float = 0.5) -> Any:
-    """Call `fn` up to `attempts` times on ChainError other than a revert (transient node trouble)."""
-    for i in range(attempts):
-        try:
-            return fn()
-        except TransactionReverted:
-            raise
-        except ChainError:
-            if i == attempts - 1:
-                raise
-            time.sleep(delay * (2**i))
-    raise AssertionError("unreachable")

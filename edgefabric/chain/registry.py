@@ -15,7 +15,6 @@ from typing import Any
 from eth_abi import encode as abi_encode
 from eth_utils import keccak, to_checksum_address
 from hexbytes import HexBytes
-from web3 import Web3
 
 from edgefabric.chain.client import ChainClient, PendingTx, TransactionReverted, TxResult
 
@@ -127,7 +126,3 @@ class Registry:
     def cleanup(self, max_items: int) -> TxResult:
         fn = self.contract.functions.cleanupExpiredServices(max_items)
         return self.client.transact(fn, f"cleanupExpiredServices({max_items})")
-
-
-def deployed_code_hash(w3: Web3, address: str) -> str:
-    return code_hash(w3.eth.get_code(to_checksum_address(address)))

@@ -11,14 +11,12 @@ is allowed.
 
 The package is engine-free on purpose: `load_stack_file` reads a `Pulumi.<stack>.yaml`
 directly, so the failover controller, `make render` and `make promote-check` share the
-exact same models as `pulumi up`. Only `from_pulumi()` touches the Pulumi SDK.
+exact same models as `pulumi up`. It never imports the Pulumi SDK: the program reads
+`pulumi.Config` (`edgefabric.tiers.stack`) and hands the raw values to `from_raw_values`.
 """
 
-from edgefabric.traffic.from_config import (
-    failover_spec,
-)
 from edgefabric.config.loading import (
-    from_pulumi,
+    from_raw_values,
     load_config,
     load_stack_file,
     raw_from_stack_file,
@@ -132,8 +130,7 @@ __all__ = [
     "TrafficEndpoint",
     "Workload",
     "cpu_cores",
-    "failover_spec",
-    "from_pulumi",
+    "from_raw_values",
     "load_config",
     "load_stack_file",
     "memory_mb",

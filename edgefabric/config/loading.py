@@ -1,4 +1,5 @@
-"""Loading a stack's config: from a stack file (engine-free) or through `pulumi.Config`.
+"""Loading a stack's config: from a stack file, or from the values the program read
+through `pulumi.Config` (the reading itself belongs to the program: this package is engine-free).
 
 Everything is parsed and checked before the first resource is registered; `ConfigError`
 lists every problem at once.
@@ -77,18 +78,13 @@ def load_stack_file(path: Path | str) -> StackConfig:
     return load_config(raw_from_stack_file(Path(path)))
 
 
-def from_pulumi() -> StackConfig:
-    """Load the current stack's config through `pulumi.Config`, for `pulumi up` and mocks.
-
-    Only the declared top-level keys are read; secret keys (`config:` references) are
-    resolved where they are used, not here.
-    """
-    import pulumi  # local import: the rest of this module stays engine-free
-
-    conf = pulumi.Config(NAMESPACE)
+def from_raw_values(values: Mapping[str, str | None], stack: str) -> StackConfig:
+    """Parse the values the program read for each top-level key (`pulumi.Config(NAMESPACE)
+    .get(key)` in `edgefabric.tiers.stack`): JSON text for structured values, plain text
+    for strings, None for unset. The environment defaults to the stack's name."""
     raw: dict[str, Any] = {}
     for key in TOP_LEVEL_KEYS:
-        text = conf.get(key)
+        text = values.get(key)
         if text is None:
             continue
         # Structured values arrive as JSON text; plain strings (environment) do not parse.
@@ -101,5 +97,5 @@ def from_pulumi() -> StackConfig:
         if value not in ("", {}, []):
             raw[key] = value
     if "environment" not in raw:
-        raw["environment"] = pulumi.get_stack()
+        raw["environment"] = stack
     return load_config(raw)

@@ -93,8 +93,8 @@ def semantic_problems(cfg: StackConfig) -> list[Problem]:
                              f"a cloud whose core cluster this stack provisions: {', '.join(provisioned) or '(none)'}"))
         for j, name in _dupes(s.name for s in region.services):
             p.append(Problem(f"regions[{i}].services[{j}].name", name, "service names must be unique per region"))
-        for j, svc in enumerate(region.services):
-            p += _workload_problems(svc, f"regions[{i}].services[{j}]")
+        for j, regional in enumerate(region.services):
+            p += _workload_problems(regional, f"regions[{i}].services[{j}]")
 
     for i, name in _dupes(s.name for s in cfg.edge.sites):
         p.append(Problem(f"edge.sites[{i}].name", name, "edge site names must be unique"))
@@ -124,11 +124,11 @@ def semantic_problems(cfg: StackConfig) -> list[Problem]:
     for i, rule in enumerate(cfg.routing.rules):
         if rule.cloud not in enabled:
             p.append(Problem(f"routing.rules[{i}].cloud", rule.cloud, enabled_text))
-        for k, region in enumerate(rule.regions):
-            if region in seen_regions:
-                p.append(Problem(f"routing.rules[{i}].regions[{k}]", region,
-                                 f"each user region in one rule only; already in rules[{seen_regions[region]}]"))
-            seen_regions[region] = i
+        for k, user_region in enumerate(rule.regions):
+            if user_region in seen_regions:
+                p.append(Problem(f"routing.rules[{i}].regions[{k}]", user_region,
+                                 f"each user region in one rule only; already in rules[{seen_regions[user_region]}]"))
+            seen_regions[user_region] = i
     for i, name in _dupes(r.name for r in cfg.routing.rules):
         p.append(Problem(f"routing.rules[{i}].name", name, "rule names must be unique"))
 
@@ -145,12 +145,11 @@ def semantic_problems(cfg: StackConfig) -> list[Problem]:
         if cfg.dns.strategy not in cfg.strategies:
             p.append(Problem("dns.strategy", cfg.dns.strategy,
                              f"a key of strategies: {', '.join(sorted(cfg.strategies)) or '(none defined)'}"))
-        zone_backends = {"route53": cfg.dns.backends.route53, "powerdns": cfg.dns.backends.powerdns}
-        for key, backend in zone_backends.items():
-            if backend is not None and not cfg.dns.record_name.endswith("." + backend.zone_name
-                                                                           if key == "route53" else
-                                                                           "." + backend.zone):
-                zone = backend.zone_name if key == "route53" else backend.zone
+        backends = cfg.dns.backends
+        zones = {"route53": backends.route53.zone_name if backends.route53 else None,
+                 "powerdns": backends.powerdns.zone if backends.powerdns else None}
+        for key, zone in zones.items():
+            if zone is not None and not cfg.dns.record_name.endswith("." + zone):
                 p.append(Problem("dns.recordName", cfg.dns.record_name,
                                  f"a name inside the {key} zone {zone!r}"))
 

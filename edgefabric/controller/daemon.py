@@ -17,12 +17,15 @@ this keeps failover working.
   sum to the scale, failing open to the configured weights when all are down.
 - `--once`: one reconcile (probing up to failure_threshold rounds to reach a
   verdict, continuing from `--state-file` if given), then exit 0 if every
-  backend applied, 1 if any failed, 2 on a configuration error.
+  backend applied, 1 if any failed, 2 on a configuration error (a
+  `config_error` line listing every problem by key path).
 
-Secrets come from the environment only: `env:NAME` refs read NAME;
+The record is the one typed `FailoverSpec` the WeightedFailover resource
+publishes (`FailoverSpec.from_config`). Secrets come from the environment only,
+through the one resolver (`edgefabric.secrets`): `env:NAME` refs read NAME;
 `config:KEY` refs read EDGEFABRIC_SECRET_<KEY>. Cloud ingress addresses come
-from the stack's `clouds.<cloud>.ingress` or `--endpoint cloud=IPv4` /
-EDGEFABRIC_ENDPOINT_<CLOUD>.
+from `--endpoint cloud=IP`, EDGEFABRIC_ENDPOINT_<CLOUD>, or the stack's
+`clouds.<cloud>.ingress`, in that order.
 """
 
 from __future__ import annotations
@@ -39,62 +42,52 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
-from edgefabric.traffic.health import HealthTracker, Transition
+from edgefabric.config import StackConfig, load_stack_file
 from edgefabric.controller.notify import EmailNotifier, Event, Notifier, PagerDutyNotifier, SlackNotifier
-from edgefabric.traffic.reconcile import (
-    FailoverInputError,
-    FailoverSpec,
-    Reconciled,
-    apply_plan,
-    assess_health,
-    build_backends,
-    probe_round,
-    resolve_secret,
-)
+from edgefabric.errors import ConfigError
+from edgefabric.secrets import resolve
+from edgefabric.traffic.dns import build_backends
+from edgefabric.traffic.health import HealthTracker, Transition
+from edgefabric.traffic.reconcile import Reconciled, apply_plan, assess_health, probe_round
+from edgefabric.traffic.spec import FailoverSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-class ControllerConfigError(ValueError):
-    pass
 
 
 # ------------------------------------------------------------------ config
 
 
-def failover_props(cfg: Any, endpoint_overrides: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """WeightedFailover-shaped props from a edgefabric.config.StackConfig."""
-    from edgefabric.config import ConfigError, failover_spec
-
-    if cfg.dns is None:
-        raise ControllerConfigError("edgefabric:dns: missing; the controller needs the dns section")
+def ingress_addresses(cfg: StackConfig, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Each enabled cloud's ingress address: `--endpoint`, EDGEFABRIC_ENDPOINT_<CLOUD>, or
+    `clouds.<cloud>.ingress.address`, first found."""
     addresses: dict[str, str] = {}
-    overrides = dict(endpoint_overrides or {})
     for cloud in cfg.traffic_clouds:
         ingress = cfg.clouds.get(cloud).ingress
-        address = overrides.get(cloud) or os.environ.get(f"EDGEFABRIC_ENDPOINT_{cloud.upper()}")
-        if not address and ingress is None:
-            raise ControllerConfigError(
-                f"edgefabric:clouds.{cloud}.ingress: no address for enabled cloud {cloud!r}; "
-                f"allowed: set the ingress, --endpoint {cloud}=IPv4, or EDGEFABRIC_ENDPOINT_{cloud.upper()}"
-            )
-        addresses[cloud] = address or ingress.address
-    try:
-        return failover_spec(cfg, addresses)
-    except ConfigError as exc:
-        raise ControllerConfigError(str(exc)) from None
+        variable = f"EDGEFABRIC_ENDPOINT_{cloud.upper()}"
+        address = (overrides or {}).get(cloud) or os.environ.get(variable) or (ingress.address if ingress else None)
+        if not address:
+            raise ConfigError.one(f"clouds.{cloud}.ingress", None,
+                                  f"an address for enabled cloud {cloud!r}: set the ingress, "
+                                  f"--endpoint {cloud}=IP, or {variable}")
+        addresses[cloud] = address
+    return addresses
 
 
-def notifiers_from_config(cfg: Any) -> list[Notifier]:
+def failover_spec(cfg: StackConfig, overrides: Mapping[str, str] | None = None) -> FailoverSpec:
+    """The record the stack's WeightedFailover publishes, with the addresses found here."""
+    return FailoverSpec.from_config(cfg, ingress_addresses(cfg, overrides))
+
+
+def notifiers_from_config(cfg: StackConfig) -> list[Notifier]:
     out: list[Notifier] = []
     for i, n in enumerate(cfg.failover.notifications):
-        where = f"edgefabric:failover.notifications[{i}]"
+        where = f"failover.notifications[{i}]"
         if n.type == "slack":
-            out.append(SlackNotifier(resolve_secret(n.url_ref, None, where + ".urlRef")))
+            out.append(SlackNotifier(resolve(n.url_ref, where + ".urlRef")))
         elif n.type == "pagerduty":
-            out.append(PagerDutyNotifier(resolve_secret(n.routing_key_ref, None, where + ".routingKeyRef"), n.events_url))
+            out.append(PagerDutyNotifier(resolve(n.routing_key_ref, where + ".routingKeyRef"), n.events_url))
         elif n.type == "email":
-            password = resolve_secret(n.password_ref, None, where + ".passwordRef") if n.password_ref else None
+            password = resolve(n.password_ref, where + ".passwordRef") if n.password_ref else None
             out.append(
                 EmailNotifier(n.smtp_host, n.smtp_port, n.sender, list(n.recipients), n.starttls, n.username, password)
             )
@@ -105,8 +98,8 @@ def notifiers_from_config(cfg: Any) -> list[Notifier]:
 
 
 class JsonLog:
-    def __init__(self, stream: TextIO = sys.stdout) -> None:
-        self._stream = stream
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream if stream is not None else sys.stdout  # this moment's stdout, not import time's
         self._lock = threading.Lock()
 
     def __call__(self, event: str, **fields: Any) -> None:
@@ -172,7 +165,7 @@ class Controller:
 
     # ---- one tick
     def _apply(self, transitions: list[Transition]) -> Reconciled:
-        backends = build_backends(self.spec)  # fresh clients per tick; secrets from env
+        backends = build_backends(self.spec.backends)  # fresh clients per tick; secrets from env
         rec = apply_plan(self.spec, self.tracker, backends, transitions)
         for t in transitions:
             self.log("transition", target=t.target, to="healthy" if t.to_healthy else "unhealthy",
@@ -206,7 +199,7 @@ class Controller:
     def run(self, interval_s: float, stop: threading.Event, max_ticks: int | None = None) -> None:
         """Tick every interval_s (fixed cadence, not sleep-after-work) until stop is set."""
         self.log("start", record=self.spec.record_name, interval_s=interval_s,
-                 backends=sorted(self.spec.backends), clouds=sorted(self.spec.endpoints))  # fmt: skip
+                 backends=self.spec.backends.names, clouds=sorted(self.spec.endpoints))  # fmt: skip
         started = time.monotonic()
         n = 0
         while not stop.is_set() and (max_ticks is None or n < max_ticks):
@@ -232,7 +225,7 @@ def _endpoint_args(values: list[str]) -> dict[str, str]:
     for v in values:
         cloud, _, address = v.partition("=")
         if not address:
-            raise ControllerConfigError(f"--endpoint {v!r}: allowed form cloud=IPv4, e.g. aws=203.0.113.10")
+            raise ConfigError.one("--endpoint", v, "cloud=IP, e.g. aws=203.0.113.10", namespace="")
         out[cloud] = address
     return out
 
@@ -248,24 +241,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     log = JsonLog()
     try:
-        from edgefabric.config import ConfigError, load_stack_file
-
         stack_file = args.project_dir / f"Pulumi.{args.stack}.yaml"
         if not stack_file.exists():
-            raise ControllerConfigError(f"--stack {args.stack!r}: {stack_file} does not exist")
-        try:
-            cfg = load_stack_file(stack_file)
-        except ConfigError as exc:
-            raise ControllerConfigError(str(exc)) from None
-        spec = FailoverSpec.from_props(failover_props(cfg, _endpoint_args(args.endpoint)))
+            raise ConfigError.one("--stack", args.stack, f"a stack with a file; {stack_file} does not exist",
+                                  namespace="")
+        cfg = load_stack_file(stack_file)
+        spec = failover_spec(cfg, _endpoint_args(args.endpoint))
         notifiers = notifiers_from_config(cfg)
-        build_backends(spec)  # resolve every secret now: fail fast with the ref's name
+        build_backends(spec.backends)  # resolve every secret now: fail fast with the ref's name
         if args.interval is not None and args.interval <= spec.timeout_s:
-            raise ControllerConfigError(
-                f"--interval {args.interval}: must be > healthCheck.timeoutS ({spec.timeout_s})"
-            )
-    except (ControllerConfigError, FailoverInputError, ValueError) as exc:
-        log("config_error", error=str(exc))
+            raise ConfigError.one("--interval", args.interval, f"> healthCheck.timeoutS ({spec.timeout_s:g})",
+                                  namespace="")
+    except ConfigError as exc:
+        log("config_error", error=str(exc), problems=exc.problems)
         return 2
     controller = Controller(spec, notifiers, log)
     if args.once:

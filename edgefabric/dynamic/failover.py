@@ -2,11 +2,13 @@
 
 Type token: `pulumi-python:dynamic/failover:WeightedFailover`.
 
-Inputs (snake_case keys; see `WeightedFailoverArgs`): record_name, ttl,
-endpoints (cloud -> {address, health_url?}), health_check, strategy
-({order, replication, failover}), routing ({rules, default_weight}), backends
-(name -> settings with secret *references*), health_check_ids (cloud -> Route53
-id), secrets (ref -> value, a Pulumi secret; optional), provider_version.
+Inputs: the typed `edgefabric.traffic.spec.FailoverSpec`, serialised (`to_inputs`:
+record_name, ttl, endpoints, health_check, strategy, routing, backends with secret
+*references*, health_check_ids, probe_round_gap_s), with what the program only knows
+as Outputs laid over it (`WeightedFailoverArgs`: the endpoint addresses, the Route53
+health-check ids, the GCP health check); plus secrets (ref -> value, a Pulumi secret;
+optional) and provider_version. Every method restores the same type from its
+properties (`FailoverSpec.from_inputs`).
 
 Lifecycle
 - create/update: probe (continuing the stored hysteresis evidence), plan,
@@ -28,6 +30,7 @@ inside each method (the object is pickled into state with dill).
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,34 +44,25 @@ from pulumi.dynamic import (
     ResourceProvider,
     UpdateResult,
 )
-from pulumi.runtime.rpc import UNKNOWN as _UNKNOWN  # preview sentinel for unknown values
 
+from edgefabric.dynamic._unknown import is_unknown
+from edgefabric.errors import Problem
+from edgefabric.traffic.dns import build_backends
 from edgefabric.traffic.reconcile import (
-    FailoverSpec,
     Reconciled,
     apply_plan,
     assess_health,
-    build_backends,
     expected_published,
     normalise_published,
     plan_from_health,
     read_published,
 )
+from edgefabric.traffic.spec import PENDING_ADDRESS, FailoverSpec
 
-PROVIDER_VERSION = "1"
+# 2: inputs are the typed FailoverSpec's serialisation.
+PROVIDER_VERSION = "2"
 # Inputs that describe the world; everything else in the outputs is observed state.
-INPUT_KEYS = (
-    "record_name",
-    "ttl",
-    "endpoints",
-    "health_check",
-    "strategy",
-    "routing",
-    "backends",
-    "health_check_ids",
-    "probe_round_gap_s",
-    "provider_version",
-)
+INPUT_KEYS = (*FailoverSpec.model_fields, "provider_version")
 REPLACE_KEYS = ("record_name",)
 SECRET_OUTPUTS = ["secrets"]
 
@@ -77,12 +71,10 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-def _unknown(value: Any) -> bool:
-    if isinstance(value, dict):
-        return any(_unknown(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_unknown(v) for v in value)
-    return value == _UNKNOWN
+def _failure(problem: Problem) -> CheckFailure:
+    """A problem as a check failure on the input it names (`routing.rules[0].cloud` -> routing)."""
+    key = problem.path.split(".", 1)[0].split("[", 1)[0]
+    return CheckFailure(key if key in INPUT_KEYS else "record_name", str(problem))
 
 
 def pulumi_safe(value: Any) -> Any:
@@ -97,20 +89,15 @@ class WeightedFailoverProvider(ResourceProvider):
     """Stateless: every method builds what it needs from its arguments."""
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        if _unknown({k: news.get(k) for k in INPUT_KEYS}):
+        if is_unknown({k: news.get(k) for k in INPUT_KEYS}):
             return CheckResult(news, [])
-        try:
-            FailoverSpec.from_props(news)
-        except ValueError as exc:
-            key = str(exc).split(":", 1)[0].split(".", 1)[0]
-            return CheckResult(news, [CheckFailure(key if key in INPUT_KEYS else "record_name", str(exc))])
-        return CheckResult(news, [])
+        return CheckResult(news, [_failure(p) for p in FailoverSpec.input_problems(news)])
 
     # ---- helpers
     def _reconcile(self, props: dict[str, Any], evidence: Any) -> Reconciled:
-        spec = FailoverSpec.from_props(props)
+        spec = FailoverSpec.from_inputs(props)
         tracker = assess_health(spec, evidence)
-        backends = build_backends(spec, props.get("secrets"))
+        backends = build_backends(spec.backends, props.get("secrets"))
         return apply_plan(spec, tracker, backends, [])
 
     def _outputs(self, props: dict[str, Any], rec: Reconciled, last_change: str) -> dict[str, Any]:
@@ -148,21 +135,21 @@ class WeightedFailoverProvider(ResourceProvider):
         new_inputs = {k: news.get(k) for k in INPUT_KEYS}
         replaces = [k for k in REPLACE_KEYS if old_inputs[k] != new_inputs[k]]
         changed_inputs = [k for k in INPUT_KEYS if old_inputs[k] != new_inputs[k]]
-        if _unknown(new_inputs):
+        if is_unknown(new_inputs):
             # Preview with values not known yet: it will change; only known differences replace.
-            return DiffResult(changes=True, replaces=[k for k in replaces if not _unknown(new_inputs[k])],
+            return DiffResult(changes=True, replaces=[k for k in replaces if not is_unknown(new_inputs[k])],
                               delete_before_replace=False)  # fmt: skip
         if changed_inputs:
             return DiffResult(changes=True, replaces=replaces, delete_before_replace=False)
         # Same inputs: has the world moved? Re-probe from the stored evidence.
-        spec = FailoverSpec.from_props(news)
+        spec = FailoverSpec.from_inputs(news)
         tracker = assess_health(spec, olds.get("health"))
         if plan_from_health(spec, tracker).to_dict() != olds.get("plan"):
             return DiffResult(changes=True, replaces=[], delete_before_replace=False)
         # Drift recorded by the last refresh (`read`): published != what we applied.
         published = olds.get("published")
         if isinstance(published, dict):
-            backends = build_backends(spec, news.get("secrets"))
+            backends = build_backends(spec.backends, news.get("secrets"))
             want = expected_published(spec, lambda s: plan_from_health(spec, tracker, s), backends)
             for name, got in published.items():
                 if normalise_published(got) != normalise_published(want.get(name)):
@@ -174,8 +161,8 @@ class WeightedFailoverProvider(ResourceProvider):
         # Backends dropped from the inputs: remove what we published there (old settings/secrets).
         removed = [b for b in (olds.get("backends") or {}) if b not in (news.get("backends") or {})]
         if removed:
-            old_spec = FailoverSpec.from_props(olds)
-            for backend in build_backends(old_spec, olds.get("secrets"), only=removed):
+            old_spec = FailoverSpec.from_inputs(olds)
+            for backend in build_backends(old_spec.backends, olds.get("secrets"), only=removed):
                 backend.delete(old_spec.record_spec())
         self._raise_failures(rec, "update")
         changed = rec.changed or bool(removed) or rec.plan.to_dict() != olds.get("plan")
@@ -183,17 +170,17 @@ class WeightedFailoverProvider(ResourceProvider):
         return UpdateResult(outs=self._outputs(news, rec, last))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        spec = FailoverSpec.from_props(props)
-        backends = build_backends(spec, props.get("secrets"))
+        spec = FailoverSpec.from_inputs(props)
+        backends = build_backends(spec.backends, props.get("secrets"))
         published = {k: normalise_published(v) for k, v in read_published(spec, backends).items()}
         outs = dict(props)
         outs["published"] = published
         return ReadResult(id_=id_, outs=pulumi_safe(outs))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        spec = FailoverSpec.from_props(props)
+        spec = FailoverSpec.from_inputs(props)
         errors = []
-        for backend in build_backends(spec, props.get("secrets")):
+        for backend in build_backends(spec.backends, props.get("secrets")):
             try:
                 backend.delete(spec.record_spec())
             except Exception as exc:
@@ -204,19 +191,41 @@ class WeightedFailoverProvider(ResourceProvider):
 
 @dataclass
 class WeightedFailoverArgs:
-    """Inputs of WeightedFailover (all accept pulumi Inputs)."""
+    """The typed spec, plus what the program only knows as Outputs.
 
-    record_name: pulumi.Input[str]
-    ttl: pulumi.Input[int]
-    endpoints: pulumi.Input[dict[str, Any]]
-    health_check: pulumi.Input[dict[str, Any]]
-    strategy: pulumi.Input[dict[str, Any]]
-    routing: pulumi.Input[dict[str, Any]]
-    backends: pulumi.Input[dict[str, Any]]
-    health_check_ids: pulumi.Input[dict[str, str]] | None = None
-    secrets: pulumi.Input[dict[str, str]] | None = None
-    probe_round_gap_s: pulumi.Input[float] | None = None
+    - `addresses`: cloud -> ingress address, laid over the spec's endpoints (required for
+      every endpoint the spec left as `PENDING_ADDRESS`, see `FailoverSpec.from_config`);
+    - `health_check_ids`: cloud -> Route53 health-check id;
+    - `gcp_health_check`: the compute HealthCheck's self-link Cloud DNS steers with;
+    - `secrets`: `config:` reference -> value, passed as a Pulumi secret.
+    """
+
+    spec: FailoverSpec
+    addresses: Mapping[str, pulumi.Input[str]] | None = None
+    health_check_ids: Mapping[str, pulumi.Input[str]] | None = None
+    gcp_health_check: pulumi.Input[str] | None = None
+    secrets: pulumi.Input[Mapping[str, pulumi.Input[str]]] | None = None
     provider_version: str = PROVIDER_VERSION
+
+    def inputs(self) -> dict[str, Any]:
+        """The resource's spec inputs: the serialised spec with the Outputs laid over it."""
+        inputs = self.spec.to_inputs()
+        endpoints = inputs["endpoints"]
+        for cloud, address in (self.addresses or {}).items():
+            if cloud not in endpoints:
+                raise ValueError(f"WeightedFailoverArgs.addresses: {cloud!r} has no endpoint in the spec "
+                                 f"(endpoints: {', '.join(endpoints)})")
+            endpoints[cloud]["address"] = address
+        pending = [c for c, ep in endpoints.items() if ep["address"] == PENDING_ADDRESS]
+        if pending:
+            raise ValueError(f"WeightedFailoverArgs.addresses: no address for {', '.join(pending)}")
+        if self.health_check_ids is not None:
+            inputs["health_check_ids"] = dict(self.health_check_ids)
+        if self.gcp_health_check is not None:
+            if "gcp_dns" not in inputs["backends"]:
+                raise ValueError("WeightedFailoverArgs.gcp_health_check: the spec has no gcp_dns backend")
+            inputs["backends"]["gcp_dns"]["health_check"] = self.gcp_health_check
+        return inputs
 
 
 class WeightedFailover(pulumi.dynamic.Resource, module="failover", name="WeightedFailover"):
@@ -235,15 +244,7 @@ class WeightedFailover(pulumi.dynamic.Resource, module="failover", name="Weighte
         self, name: str, args: WeightedFailoverArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         props: dict[str, Any] = {
-            "record_name": args.record_name,
-            "ttl": args.ttl,
-            "endpoints": args.endpoints,
-            "health_check": args.health_check,
-            "strategy": args.strategy,
-            "routing": args.routing,
-            "backends": args.backends,
-            "health_check_ids": args.health_check_ids or {},
-            "probe_round_gap_s": args.probe_round_gap_s,
+            **args.inputs(),
             "provider_version": args.provider_version,
             "secrets": pulumi.Output.secret(args.secrets) if args.secrets is not None else None,
             # Declared so the engine knows these outputs exist before create.

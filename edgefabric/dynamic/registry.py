@@ -12,7 +12,6 @@ Rules these follow (see shared/DESIGN.md):
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,10 +37,17 @@ from edgefabric.chain.client import (
     load_account,
 )
 from edgefabric.chain.registry import Registry, code_hash, load_artifact, service_id
+from edgefabric.dynamic._unknown import UNKNOWN, is_unknown  # noqa: F401 - UNKNOWN re-exported
+from edgefabric.errors import ConfigError
+from edgefabric.secrets import resolve
 
-# Bump when the provider's behaviour changes, so existing resources get an update.
-PROVIDER_VERSION = "1"
-UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # pulumi.runtime.rpc.UNKNOWN: a value not known at preview
+# Bump when the provider's behaviour changes, or when a provider class moves or is renamed, so
+# existing resources get an update. The state keeps each resource's provider pickled by module
+# path, and refresh and delete load the one stored with the resource's *outputs*, which only an
+# update rewrites: a stack whose outputs still name a module that is gone can neither refresh
+# nor delete (tests/engine/test_upgrade.py).
+# 2: the classes moved from `providers.registry` to `edgefabric.dynamic.registry`.
+PROVIDER_VERSION = "2"
 SECRET_INPUTS = ["deployer_key"]
 
 # Bounds mirrored from the contract, so `pulumi preview` fails before a transaction would revert.
@@ -50,11 +56,7 @@ MIN_TTL, MAX_TTL = 3, 30 * 86400
 
 
 def _known(value: Any) -> bool:
-    if value == UNKNOWN:
-        return False
-    if isinstance(value, list | tuple):
-        return all(_known(v) for v in value)
-    return True
+    return not is_unknown(value)
 
 
 class KeySource:
@@ -74,21 +76,8 @@ class KeySource:
         if key and _known(key):
             return str(key)
         ref = str(props.get("deployer_key_ref") or f"env:{DEPLOYER_KEY_ENV}")
-        kind, _, name = ref.partition(":")
-        if kind == "env":
-            value = os.environ.get(name)
-            if not value:
-                raise ChainError(f"deployer key {ref!r}: environment variable {name} is not set in the provider process")
-            return value
-        if kind == "config":
-            value = self._config.get(name) if self._config is not None else None
-            if not value:
-                raise ChainError(
-                    f"deployer key {ref!r}: the secret config key is not available to the provider; "
-                    f"set it with `pulumi config set --secret {name} ...` or export {DEPLOYER_KEY_ENV}"
-                )
-            return str(value)
-        raise ChainError(f"deployer_key_ref {ref!r}: expected env:NAME or config:KEY")
+        lookup = self._config.get if self._config is not None else None
+        return str(resolve(ref, "registry.deployerKeyRef", lookup=lookup))
 
 
 def _client(props: Mapping[str, Any], keys: KeySource) -> ChainClient:
@@ -261,7 +250,7 @@ class ServiceRegistrationProvider(_KeyedProvider):
             try:
                 if _owner(news, self.keys()) != olds.get("owner"):
                     replaces.append("deployer_key")
-            except ChainError:
+            except (ChainError, ConfigError):
                 pass  # no key reachable here (preview without it): create/update will say so clearly
         updates = [k for k in ("endpoints", "metadata", "rpc_url", "provider_version")
                    if news.get(k) != olds.get(k)]

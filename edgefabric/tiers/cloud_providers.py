@@ -1,4 +1,4 @@
-"""Explicit cloud providers, one per enabled cloud, each owned by that cloud's CloudCore.
+"""Explicit cloud providers, one per provisioned cloud, each owned by that cloud's CloudCore.
 
 Every cloud resource is created through one of these, never through the ambient default
 provider, so a stack can never deploy into whatever account a laptop happens to be
@@ -9,32 +9,40 @@ reference.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pulumi
 import pulumi_aws as aws
 import pulumi_azure_native as azure_native
 import pulumi_gcp as gcp
 
-from edgefabric.config import StackConfig
-from edgefabric.tiers.labels import cloud_tags
-from edgefabric.tiers.secrets import resolve
+from edgefabric.config import AwsCloud, AzureCloud, GcpCloud
+from edgefabric.tiers import secret_output
+
+# One cloud's slice of `clouds`: region/location/project and credential references.
+CloudSettings = AwsCloud | AzureCloud | GcpCloud
 
 
-def cloud_provider(cloud: str, cfg: StackConfig, parent: pulumi.Resource) -> pulumi.ProviderResource:
-    clouds = cfg.clouds
+def cloud_provider(settings: CloudSettings, tags: Mapping[str, str], parent: pulumi.Resource
+                   ) -> pulumi.ProviderResource:
+    """The explicit provider for the cloud `settings` describe, a child of `parent`.
+
+    `tags` are the core tier's standard tags: AWS applies them as default tags and GCP as
+    default labels, so even a resource a component forgets to tag carries them.
+    """
     opts = pulumi.ResourceOptions(parent=parent)
-    tags = cloud_tags(cfg.environment, "core", cloud, cfg.tags)
-    if cloud == "aws":
+    if isinstance(settings, AwsCloud):
         return aws.Provider(
-            "aws", region=clouds.aws.region,
-            assume_roles=[{"role_arn": clouds.aws.role_arn}] if clouds.aws.role_arn else None,
+            "aws", region=settings.region,
+            assume_roles=[{"role_arn": settings.role_arn}] if settings.role_arn else None,
             # Tags on every taggable AWS resource, even one a component forgets.
-            default_tags={"tags": tags}, opts=opts)
-    if cloud == "azure":
+            default_tags={"tags": dict(tags)}, opts=opts)
+    if isinstance(settings, AzureCloud):
         return azure_native.Provider(
-            "azure", location=clouds.azure.location,
-            subscription_id=resolve(clouds.azure.subscription_id_ref, "clouds.azure.subscriptionIdRef"),
+            "azure", location=settings.location,
+            subscription_id=secret_output(settings.subscription_id_ref, "clouds.azure.subscriptionIdRef"),
             opts=opts)
-    if cloud == "gcp":
-        return gcp.Provider("gcp", project=clouds.gcp.project, region=clouds.gcp.region,
-                            default_labels=tags, opts=opts)
-    raise ValueError(f"unknown cloud {cloud!r}")
+    if isinstance(settings, GcpCloud):
+        return gcp.Provider("gcp", project=settings.project, region=settings.region,
+                            default_labels=dict(tags), opts=opts)
+    raise TypeError(f"not the settings of a cloud: {type(settings).__name__}")

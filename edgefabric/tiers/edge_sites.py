@@ -12,12 +12,15 @@ and one runtime, and every runtime deploys for real:
   separate create, update and delete commands.
 
 The placement check (every service fits the site) already ran in `edgefabric.config`
-before any resource was registered.
+before any resource was registered. A site sees only its own config, the edge-wide
+scheduling settings and the environment (`EdgeSiteArgs`).
 """
 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
 from urllib.parse import urlparse
 
 import pulumi
@@ -25,9 +28,10 @@ import pulumi_command as command
 import pulumi_docker as docker
 import pulumi_kubernetes as k8s
 
-from edgefabric.config import EdgeConfig, EdgeService, EdgeSite
+from edgefabric.config import EdgeService
+from edgefabric.config import EdgeSite as EdgeSiteConfig
+from edgefabric.tiers import secret_output
 from edgefabric.tiers.labels import cloud_tags, k8s_labels
-from edgefabric.tiers.secrets import resolve
 from edgefabric.tiers.workloads import container
 
 TIER = "edge"
@@ -45,25 +49,37 @@ def requests_of(svc: EdgeService) -> dict[str, str]:
     return out
 
 
-class EdgeSiteComponent(pulumi.ComponentResource):
+@dataclass(frozen=True)
+class EdgeSiteArgs:
+    """One edge site's slice of the stack config."""
+
+    site: EdgeSiteConfig  # `edge.sites[index]`
+    index: int  # the site's position in `edge.sites`: errors name the key path
+    environment: str
+    node_selector: Mapping[str, str]  # `edge.nodeSelector`: pins kubernetes workloads to edge nodes
+    toleration_key: str  # `edge.tolerationKey`: the taint edge nodes carry
+
+
+class EdgeSite(pulumi.ComponentResource):
     """One edge site and its services. Output: `services` (names deployed), `runtime`."""
 
     services: pulumi.Output[list[str]]
 
-    def __init__(self, site: EdgeSite, site_index: int, edge: EdgeConfig, environment: str,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: EdgeSiteArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        site = args.site
         # The declared capabilities travel as the component's props and outputs so that the
         # `edge-placement-fits` stack policy can compare them with what is deployed.
         caps = site.capabilities
         declared = {"capabilities": {"cpu": caps.cpu, "memoryMb": caps.memory_mb,
                                      "storageMb": caps.storage_mb, "runtime": caps.runtime}}
-        super().__init__("edgefabric:edge:EdgeSite", site.name, declared, opts)
+        # The type token is the one the class had as EdgeSiteComponent: URNs stay as they were.
+        super().__init__("edgefabric:edge:EdgeSite", name, declared, opts)
         self._site = site
-        self._path = f"edge.sites[{site_index}]"
-        self._env = environment
+        self._path = f"edge.sites[{args.index}]"
+        self._env = args.environment
         runtime = site.capabilities.runtime
         if runtime == "kubernetes":
-            self._kubernetes(edge)
+            self._kubernetes(args.node_selector, args.toleration_key)
         elif runtime == "docker":
             self._docker()
         else:
@@ -72,11 +88,11 @@ class EdgeSiteComponent(pulumi.ComponentResource):
         self.services = pulumi.Output.from_input([s.name for s in site.services])
         self.register_outputs({"services": self.services, "runtime": self.runtime, **declared})
 
-    def _kubernetes(self, edge: EdgeConfig) -> None:
+    def _kubernetes(self, node_selector: Mapping[str, str], toleration_key: str) -> None:
         site = self._site
         assert site.kubeconfig_ref is not None  # guaranteed by config validation
         provider = k8s.Provider(
-            f"{site.name}-k8s", kubeconfig=resolve(site.kubeconfig_ref, f"{self._path}.kubeconfigRef"),
+            f"{site.name}-k8s", kubeconfig=secret_output(site.kubeconfig_ref, f"{self._path}.kubeconfigRef"),
             opts=pulumi.ResourceOptions(parent=self))
         opts = pulumi.ResourceOptions(parent=self, provider=provider)
         labels = {**k8s_labels(self._env, TIER, CLOUD_LABEL), "edgefabric.io/site": site.name}
@@ -85,7 +101,7 @@ class EdgeSiteComponent(pulumi.ComponentResource):
             f"{site.name}-ns", metadata=k8s.meta.v1.ObjectMetaArgs(name=namespace, labels=labels), opts=opts)
         # Named statically and ordered by depends_on: cheaper than an Output input per object.
         in_ns = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[ns])
-        tolerations = [k8s.core.v1.TolerationArgs(key=edge.toleration_key, operator="Exists",
+        tolerations = [k8s.core.v1.TolerationArgs(key=toleration_key, operator="Exists",
                                                   effect="NoSchedule")]
         for svc in site.services:
             req = requests_of(svc)
@@ -105,7 +121,7 @@ class EdgeSiteComponent(pulumi.ComponentResource):
                     template=k8s.core.v1.PodTemplateSpecArgs(
                         metadata=k8s.meta.v1.ObjectMetaArgs(labels={**labels, **selector}),
                         spec=k8s.core.v1.PodSpecArgs(
-                            containers=[spec_container], node_selector=edge.node_selector,
+                            containers=[spec_container], node_selector=dict(node_selector),
                             tolerations=tolerations),
                     )),
                 opts=in_ns)
@@ -151,7 +167,7 @@ class EdgeSiteComponent(pulumi.ComponentResource):
         assert site.ssh_key_ref is not None  # guaranteed by config validation
         connection = command.remote.ConnectionArgs(
             host=url.hostname or "", port=url.port or 22, user=url.username or "root",
-            private_key=resolve(site.ssh_key_ref, f"{self._path}.sshKeyRef"))
+            private_key=secret_output(site.ssh_key_ref, f"{self._path}.sshKeyRef"))
         # The command provider has no settings, but an explicit one keeps every resource of
         # the stack on a provider the program chose.
         provider = command.Provider(f"{site.name}-command", opts=pulumi.ResourceOptions(parent=self))

@@ -7,6 +7,8 @@ objects get the same facts under the `edgefabric.io/` prefix plus the well-known
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 MANAGED_BY = "edgefabric"
 TAG_KEYS: tuple[str, ...] = ("environment", "tier", "cloud", "managed-by")
 LABEL_PREFIX = "edgefabric.io/"
@@ -18,7 +20,7 @@ K8S_LABEL_KEYS: tuple[str, ...] = (
 )
 
 
-def cloud_tags(environment: str, tier: str, cloud: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+def cloud_tags(environment: str, tier: str, cloud: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Tags for AWS/Azure resources and labels for GCP (all values are lowercase-safe)."""
     tags = dict(extra or {})
     tags.update({"environment": environment, "tier": tier, "cloud": cloud, "managed-by": MANAGED_BY})

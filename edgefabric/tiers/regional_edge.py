@@ -4,9 +4,13 @@ Each region lives in one cloud and gets its own namespace on that cloud's core c
 a regional gateway, a content cache, local analytics and device management (an MQTT
 broker, e.g. eclipse-mosquitto). The cluster is reached through the explicit provider the
 `CloudCore` exposes; nothing here uses an ambient provider.
+
+A regional edge sees only its region's config and the environment (`RegionalEdgeArgs`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -18,15 +22,24 @@ from edgefabric.tiers.workloads import PodShape, default_limits, deploy_service
 TIER = "regional-edge"
 
 
+@dataclass(frozen=True)
+class RegionalEdgeArgs:
+    """One region's slice of the stack config, and the cluster it deploys onto."""
+
+    region: Region  # `regions[i]`
+    environment: str
+    k8s_provider: k8s.Provider  # the `CloudCore.k8s_provider` of the region's cloud
+
+
 class RegionalEdge(pulumi.ComponentResource):
     """The regional services of one region. Output: `gateway_service` (in-cluster DNS name)."""
 
     gateway_service: pulumi.Output[str]
 
-    def __init__(self, region: Region, environment: str, k8s_provider: k8s.Provider,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("edgefabric:edge:RegionalEdge", region.name, None, opts)
-        labels = {**k8s_labels(environment, TIER, region.cloud), "edgefabric.io/region": region.name}
+    def __init__(self, name: str, args: RegionalEdgeArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("edgefabric:edge:RegionalEdge", name, None, opts)
+        region, k8s_provider = args.region, args.k8s_provider
+        labels = {**k8s_labels(args.environment, TIER, region.cloud), "edgefabric.io/region": region.name}
         child = pulumi.ResourceOptions(parent=self, provider=k8s_provider)
         namespace = f"region-{region.name}"
         ns = k8s.core.v1.Namespace(

@@ -2,7 +2,9 @@
 and the heartbeat agent that keeps them alive.
 
 The component never talks to the chain itself; the dynamic resources in edgefabric/dynamic/registry.py
-do. The deployer key reaches them as a secret input (`config:` references) or is read from the
+do. It sees only the `registry` section of the stack config, the services to register and the
+clusters to run agents on (`BlockchainRegistryArgs`). The deployer key reaches the dynamic
+resources as a secret input (`config:` references, resolved here) or is read from the
 environment inside the provider (`env:` references), and in both cases the reference string is
 kept in state so that `delete` (which only sees saved outputs) can find the key again.
 
@@ -14,15 +16,16 @@ so their transactions share one nonce sequence; the chain client resynchronises 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from edgefabric.config import RegistryConfig
-from edgefabric.tiers.labels import k8s_labels
-from edgefabric.tiers.secrets import env_name, resolve
 from edgefabric.dynamic.registry import RegistryContract, ServiceRegistration
+from edgefabric.secrets import env_name
+from edgefabric.tiers import secret_output
+from edgefabric.tiers.labels import k8s_labels
 
 TIER = "registry"
 AGENT_NAMESPACE = "edgefabric-registry"
@@ -41,6 +44,17 @@ class ServiceSpec:
     metadata: str = ""
 
 
+@dataclass(frozen=True)
+class BlockchainRegistryArgs:
+    """The registry's slice of the stack config, what to register and where agents run."""
+
+    registry: RegistryConfig  # the `registry` section
+    services: Sequence[ServiceSpec]
+    environment: str
+    # Cloud -> the core cluster's provider: one heartbeat agent on each. None or empty: no agents.
+    k8s_providers: Mapping[str, k8s.Provider] = field(default_factory=dict)
+
+
 class BlockchainRegistry(pulumi.ComponentResource):
     """Deploys (or adopts) the ServiceRegistry, registers the services, runs heartbeat agents.
 
@@ -51,23 +65,14 @@ class BlockchainRegistry(pulumi.ComponentResource):
     chain_id: pulumi.Output[int]
     service_ids: dict[str, pulumi.Output[str]]
 
-    def __init__(
-        self,
-        name: str,
-        cfg: RegistryConfig,
-        services: Sequence[ServiceSpec],
-        *,
-        environment: str,
-        deployer_key: pulumi.Output[str] | None = None,
-        k8s_providers: Mapping[str, k8s.Provider] | None = None,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
+    def __init__(self, name: str, args: BlockchainRegistryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("edgefabric:registry:BlockchainRegistry", name, None, opts)
+        cfg, services, environment = args.registry, args.services, args.environment
         child = pulumi.ResourceOptions(parent=self)
         # `env:` refs are read by the provider itself (the value never enters the program);
-        # `config:` refs arrive here as a secret Output.
+        # `config:` refs are resolved here, into a secret Output.
         key_ref = cfg.deployer_key_ref
-        key_input = None if env_name(key_ref) else deployer_key
+        key_input = None if env_name(key_ref) else secret_output(key_ref, "registry.deployerKeyRef")
 
         contract = RegistryContract(
             f"{name}-contract",
@@ -86,7 +91,10 @@ class BlockchainRegistry(pulumi.ComponentResource):
                 f"{name}-{svc.name}",
                 rpc_url=cfg.rpc_url,
                 chain_id=cfg.chain_id,
-                contract_address=contract.address,
+                # The contract's id is its address, and unlike the `address` output it stays known
+                # in a preview that updates the contract in place: an unknown address would plan a
+                # replacement of every registration.
+                contract_address=contract.id,
                 name=svc.name,
                 version=svc.version,
                 endpoints=svc.endpoints,
@@ -100,13 +108,13 @@ class BlockchainRegistry(pulumi.ComponentResource):
         }
         self.service_ids = {svc: reg.service_id for svc, reg in registrations.items()}
 
-        if k8s_providers and registrations:
+        if args.k8s_providers and registrations:
             # The agent needs the key's value in its cluster; for an `env:` ref that means reading
             # the variable here, as a secret (encrypted in state, masked in logs).
-            agent_key = deployer_key if deployer_key is not None else resolve(key_ref, "registry.deployerKeyRef")
+            agent_key = key_input if key_input is not None else secret_output(key_ref, "registry.deployerKeyRef")
             ids = pulumi.Output.all(*[r.service_id for r in registrations.values()]).apply(
                 lambda values: ",".join(str(v) for v in values))
-            for cloud, provider in sorted(k8s_providers.items()):
+            for cloud, provider in sorted(args.k8s_providers.items()):
                 self._agent(name, cloud, provider, cfg, environment, agent_key, ids, contract.address)
 
         self.register_outputs({
@@ -130,7 +138,7 @@ class BlockchainRegistry(pulumi.ComponentResource):
             f"{name}-{cloud}-key",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=f"{AGENT_APP}-key", namespace=AGENT_NAMESPACE, labels=labels),
             type="Opaque",
-            string_data={KEY_FILE: pulumi.Output.secret(key)},
+            string_data={KEY_FILE: pulumi.Output.secret(key)},  # type: ignore[arg-type]  # SDK stub: Output.secret(Output[T])
             opts=in_ns,
         )
         interval = max(cfg.service_ttl_s // 3, 1)

@@ -17,25 +17,51 @@ runs `pulumi up` or the controller:
 - GCP: one `gcp.compute.HealthCheck` (global, probing from three source regions) for
   Cloud DNS routing policies (when the gcp_dns backend is set).
 
-Logical names are stable: `<name>-failover`, `<name>-r53-<cloud>`, `<name>-gcp`.
+Both kinds of checker are configured from ONE mapping of the health check
+(`edgefabric.traffic.spec.native_check`), so they probe the same protocol, port and path.
+
+The tier sees only its slice of the stack config (`GlobalTrafficArgs`) and turns it into
+the one typed `FailoverSpec`; the addresses, only known as Outputs here, travel as the
+resource's own input. Logical names are stable: `<name>-failover`, `<name>-r53-<cloud>`,
+`<name>-gcp`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_gcp as gcp
 
-from edgefabric.config import StackConfig, failover_spec
-from edgefabric.tiers.labels import cloud_tags
-from edgefabric.tiers.secrets import resolve
+from edgefabric.config import DnsConfig, HealthCheckConfig, RoutingConfig, StrategyConfig, TrafficEndpoint
 from edgefabric.dynamic.failover import WeightedFailover, WeightedFailoverArgs
+from edgefabric.tiers import secret_output
+from edgefabric.tiers.labels import cloud_tags
+from edgefabric.traffic.spec import PENDING_ADDRESS, FailoverSpec, native_check
 
 TIER = "traffic"
 GCP_SOURCE_REGIONS = ["us-east1", "europe-west1", "asia-southeast1"]
+
+
+@dataclass(frozen=True)
+class GlobalTrafficArgs:
+    """The global-traffic slice of the stack config, each cloud's ingress, and the providers."""
+
+    dns: DnsConfig  # the `dns` section
+    strategy: StrategyConfig  # `strategies[dns.strategy]`
+    routing: RoutingConfig  # `routing`
+    health_check: HealthCheckConfig  # `healthCheck`
+    # Every enabled cloud -> its ingress address (an Output when the core is provisioned).
+    addresses: Mapping[str, pulumi.Output[str] | str]
+    environment: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    # Clouds whose ingress names a health URL (`clouds.<cloud>.ingress.healthUrl`).
+    health_urls: Mapping[str, str] = field(default_factory=dict)
+    # Cloud -> its explicit provider; a cloud's native checkers are declared only with one.
+    providers: Mapping[str, pulumi.ProviderResource] = field(default_factory=dict)
 
 
 class GlobalTraffic(pulumi.ComponentResource):
@@ -47,42 +73,31 @@ class GlobalTraffic(pulumi.ComponentResource):
     record_ids: pulumi.Output[dict[str, list[str]]]
     last_change_at: pulumi.Output[str]
 
-    def __init__(
-        self,
-        name: str,
-        cfg: StackConfig,
-        endpoints: Mapping[str, pulumi.Input[str]],
-        providers: Mapping[str, pulumi.ProviderResource] | None = None,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
+    def __init__(self, name: str, args: GlobalTrafficArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("edgefabric:traffic:GlobalTraffic", name, None, opts)
-        if cfg.dns is None:
-            raise ValueError("edgefabric:dns: GlobalTraffic needs the dns section")
-        providers = dict(providers or {})
-        clouds = [c for c in cfg.traffic_clouds if c in endpoints]
-        missing = [c for c in cfg.traffic_clouds if c not in endpoints]
-        if missing:
-            raise ValueError(f"GlobalTraffic endpoints: no address for enabled cloud(s) {missing}")
-        backends = cfg.dns.backends
+        backends = args.dns.backends
+        spec = FailoverSpec.build(
+            args.dns, args.strategy, args.routing, args.health_check,
+            {c: TrafficEndpoint(address=PENDING_ADDRESS, health_url=args.health_urls.get(c)) for c in args.addresses},
+            azure_tags=cloud_tags(args.environment, TIER, "azure", dict(args.tags)) if backends.azure_tm else None,
+        )  # fmt: skip
 
         r53_ids: dict[str, pulumi.Output[str]] = {}
-        if backends.route53 is not None and backends.route53.health_check_ids and "aws" in providers:
-            r53_ids = self._route53_checks(name, cfg, clouds, endpoints, providers["aws"])
+        if backends.route53 is not None and backends.route53.health_check_ids and "aws" in args.providers:
+            r53_ids = self._route53_checks(name, args)
         gcp_check: pulumi.Output[str] | None = None
-        if backends.gcp_dns is not None and "gcp" in providers:
-            gcp_check = self._gcp_checks(name, cfg, providers["gcp"])
+        if backends.gcp_dns is not None and "gcp" in args.providers:
+            gcp_check = self._gcp_checks(name, args)
 
-        spec = failover_spec(cfg, {c: endpoints[c] for c in clouds})
-        if "azure_tm" in spec["backends"]:
-            spec["backends"]["azure_tm"]["tags"] = cloud_tags(cfg.environment, TIER, "azure", cfg.tags)
-        if gcp_check is not None:
-            # Cloud DNS probes each weighted item with this check and skips an unhealthy one.
-            spec["backends"]["gcp_dns"]["health_check"] = gcp_check
         self.failover = WeightedFailover(
             f"{name}-failover",
-            WeightedFailoverArgs(**spec, health_check_ids=r53_ids, secrets=self._secrets(cfg) or None),
+            WeightedFailoverArgs(
+                spec, addresses=args.addresses, health_check_ids=r53_ids,
+                # Cloud DNS probes each weighted item with this check and skips an unhealthy one.
+                gcp_health_check=gcp_check, secrets=self._secrets(spec) or None,
+            ),
             opts=pulumi.ResourceOptions(parent=self),
-        )
+        )  # fmt: skip
         self.plan = self.failover.plan
         self.health = self.failover.health
         self.record_ids = self.failover.record_ids
@@ -99,76 +114,61 @@ class GlobalTraffic(pulumi.ComponentResource):
     # ------------------------------------------------------------------ helpers
 
     @staticmethod
-    def _secrets(cfg: StackConfig) -> dict[str, pulumi.Output[str]]:
+    def _secrets(spec: FailoverSpec) -> dict[str, pulumi.Output[str]]:
         """`config:` references become secret inputs; `env:` ones stay names the provider reads."""
-        assert cfg.dns is not None
         refs: dict[str, str] = {}
-        b = cfg.dns.backends
+        b = spec.backends
         if b.powerdns is not None:
             refs[b.powerdns.api_key_ref] = "dns.backends.powerdns.apiKeyRef"
         if b.azure_tm is not None:
             refs[b.azure_tm.subscription_id_ref] = "dns.backends.azureTm.subscriptionIdRef"
-        return {ref: resolve(ref, path) for ref, path in refs.items() if ref.startswith("config:")}
+        return {ref: secret_output(ref, path) for ref, path in refs.items() if ref.startswith("config:")}
 
-    def _check_port_path(self, cfg: StackConfig) -> tuple[str, int, str]:
-        check = cfg.health_check.check
-        if check.type == "tcp":
-            return "TCP", check.port, "/"
-        if check.type == "http":
-            return ("HTTPS" if check.scheme == "https" else "HTTP"), check.port, check.path
-        # Native checkers cannot run a command; they probe http on 80 as the closest stand-in.
-        return "HTTP", 80, "/"
-
-    def _route53_checks(
-        self,
-        name: str,
-        cfg: StackConfig,
-        clouds: list[str],
-        endpoints: Mapping[str, pulumi.Input[str]],
-        provider: pulumi.ProviderResource,
-    ) -> dict[str, pulumi.Output[str]]:
-        hc = cfg.health_check
-        protocol, port, path = self._check_port_path(cfg)
+    def _route53_checks(self, name: str, args: GlobalTrafficArgs) -> dict[str, pulumi.Output[str]]:
+        hc = args.health_check
+        native = native_check(hc.check)
         out: dict[str, pulumi.Output[str]] = {}
-        for cloud in clouds:
+        for cloud, address in args.addresses.items():
             check = aws.route53.HealthCheck(
                 f"{name}-r53-{cloud}",
-                type=protocol,
-                ip_address=endpoints[cloud],
-                port=port,
-                resource_path=path if protocol != "TCP" else None,
+                type=native.protocol,
+                ip_address=address,
+                port=native.port,
+                resource_path=native.path,
                 # Route53 offers 10 s (fast) or 30 s (standard) probing only.
                 request_interval=10 if hc.interval_s <= 10 else 30,
                 failure_threshold=min(max(hc.failure_threshold, 1), 10),
-                tags={**cloud_tags(cfg.environment, TIER, cloud, cfg.tags), "Name": f"{name}-{cloud}"},
-                opts=pulumi.ResourceOptions(parent=self, provider=provider),
+                tags={**cloud_tags(args.environment, TIER, cloud, dict(args.tags)), "Name": f"{name}-{cloud}"},
+                opts=pulumi.ResourceOptions(parent=self, provider=args.providers["aws"]),
             )
             out[cloud] = check.id
         return out
 
-    def _gcp_checks(self, name: str, cfg: StackConfig, provider: pulumi.ProviderResource) -> pulumi.Output[str]:
+    def _gcp_checks(self, name: str, args: GlobalTrafficArgs) -> pulumi.Output[str]:
         """One global check: Cloud DNS routing policies name the check and list the
         endpoints to probe with it, so the check carries no target of its own."""
-        hc = cfg.health_check
-        protocol, port, path = self._check_port_path(cfg)
+        hc = args.health_check
+        native = native_check(hc.check)
         interval = max(int(hc.interval_s), 5)
         kwargs: dict[str, Any] = {}
-        if protocol == "TCP":
-            kwargs["tcp_health_check"] = gcp.compute.HealthCheckTcpHealthCheckArgs(port=port)
-        elif protocol == "HTTPS":
-            kwargs["https_health_check"] = gcp.compute.HealthCheckHttpsHealthCheckArgs(port=port, request_path=path)
+        if native.protocol == "TCP":
+            kwargs["tcp_health_check"] = gcp.compute.HealthCheckTcpHealthCheckArgs(port=native.port)
+        elif native.protocol == "HTTPS":
+            kwargs["https_health_check"] = gcp.compute.HealthCheckHttpsHealthCheckArgs(
+                port=native.port, request_path=native.path)
         else:
-            kwargs["http_health_check"] = gcp.compute.HealthCheckHttpHealthCheckArgs(port=port, request_path=path)
+            kwargs["http_health_check"] = gcp.compute.HealthCheckHttpHealthCheckArgs(
+                port=native.port, request_path=native.path)
         check = gcp.compute.HealthCheck(
             f"{name}-gcp",
-            description=f"edgefabric {cfg.environment} global traffic ingress check",
+            description=f"edgefabric {args.environment} global traffic ingress check",
             check_interval_sec=interval,
             timeout_sec=min(max(int(hc.timeout_s), 1), interval),
             healthy_threshold=hc.success_threshold,
             unhealthy_threshold=hc.failure_threshold,
             # Health checks for Cloud DNS routing policies probe from exactly three regions.
             source_regions=GCP_SOURCE_REGIONS,
-            opts=pulumi.ResourceOptions(parent=self, provider=provider),
+            opts=pulumi.ResourceOptions(parent=self, provider=args.providers["gcp"]),
             **kwargs,
         )
         return check.self_link

@@ -121,7 +121,9 @@ def deploy_service(
                         run_as_non_root=run_as_non_root,
                     )],
                     node_selector=shape.node_selector or None,
-                    tolerations=[k8s.core.v1.TolerationArgs(**t) for t in shape.tolerations] or None,
+                    tolerations=[k8s.core.v1.TolerationArgs(key=t.get("key"), operator=t.get("operator"),
+                                                             value=t.get("value"), effect=t.get("effect"))
+                                 for t in shape.tolerations] or None,
                 ),
             ),
         ),

@@ -28,11 +28,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal, Union
 from urllib.parse import urlsplit
 
+from edgefabric.config.models import HealthCheckConfig
+from edgefabric.errors import ConfigError, Problem
+
 Clock = Callable[[], float]
-
-
-class HealthConfigError(ValueError):
-    """A health-check setting a user gave is invalid."""
+_SEED = HealthCheckConfig.model_validate({})  # the seed's thresholds: the stack config's defaults, not restated
 
 
 @dataclass(frozen=True)
@@ -71,25 +71,26 @@ class ProbeResult:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Hysteresis settings; validated so a user error names the key."""
+    """Hysteresis settings (`healthCheck.failureThreshold`, `successThreshold`,
+    `recoveryHoldDownS`); defaults are the stack config's."""
 
-    failure_threshold: int = 3
-    success_threshold: int = 2
-    recovery_hold_down_s: float = 300.0
+    failure_threshold: int = _SEED.failure_threshold
+    success_threshold: int = _SEED.success_threshold
+    recovery_hold_down_s: float = _SEED.recovery_hold_down_s
 
     def __post_init__(self) -> None:
-        if self.failure_threshold < 1:
-            raise HealthConfigError(
-                f"healthCheck.failureThreshold: {self.failure_threshold!r} is invalid; allowed: an integer >= 1"
+        problems = [
+            Problem(path, value, allowed)
+            for path, value, allowed, ok in (
+                ("healthCheck.failureThreshold", self.failure_threshold, "an integer >= 1", self.failure_threshold >= 1),
+                ("healthCheck.successThreshold", self.success_threshold, "an integer >= 1", self.success_threshold >= 1),
+                ("healthCheck.recoveryHoldDownS", self.recovery_hold_down_s, "seconds >= 0",
+                 self.recovery_hold_down_s >= 0),
             )
-        if self.success_threshold < 1:
-            raise HealthConfigError(
-                f"healthCheck.successThreshold: {self.success_threshold!r} is invalid; allowed: an integer >= 1"
-            )
-        if self.recovery_hold_down_s < 0:
-            raise HealthConfigError(
-                f"healthCheck.recoveryHoldDownS: {self.recovery_hold_down_s!r} is invalid; allowed: seconds >= 0"
-            )
+            if not ok
+        ]
+        if problems:
+            raise ConfigError(problems)
 
 
 # --------------------------------------------------------------------------- probes
@@ -180,7 +181,7 @@ async def probe_many(
 ) -> dict[str, ProbeResult]:
     """Probe every target, at most `concurrency` at a time."""
     if concurrency < 1:
-        raise HealthConfigError(f"concurrency: {concurrency!r} is invalid; allowed: an integer >= 1")
+        raise ValueError(f"concurrency {concurrency!r}: an integer >= 1")  # a caller's bug, not user input
     gate = asyncio.Semaphore(concurrency)
 
     async def one(key: str, probe: Probe) -> tuple[str, ProbeResult]:

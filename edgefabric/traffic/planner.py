@@ -30,14 +30,13 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Literal
 
+from edgefabric.config.vocab import CLOUDS
+from edgefabric.errors import ConfigError, Problem
+
 Replication = Literal["active-active", "active-passive"]
 FailoverMode = Literal["automatic", "manual"]
 DEFAULT_ANSWER = "default"
 ALLOWED_SCALES = (100, 255)
-
-
-class PlanConfigError(ValueError):
-    """Routing/strategy input a user can get wrong."""
 
 
 @dataclass(frozen=True)
@@ -98,31 +97,27 @@ class Plan:
         }
 
 
-def _validate(inp: PlanInput, scale: int) -> None:
+def plan_problems(inp: PlanInput) -> list[Problem]:
+    """What a user can get wrong in routing and strategy, by stack-config key path."""
     order = inp.strategy.order
-    if scale not in ALLOWED_SCALES:
-        raise PlanConfigError(f"scale: {scale!r} is invalid; allowed: {ALLOWED_SCALES}")
+    p: list[Problem] = []
     if not order:
-        raise PlanConfigError(
-            "strategy.primary: no cloud is enabled; allowed: at least one of aws, azure, gcp"
-        )
+        p.append(Problem("strategy.primary", None, f"an enabled cloud: at least one of {', '.join(CLOUDS)}"))
     if len(set(order)) != len(order):
-        raise PlanConfigError(f"strategy: clouds {list(order)!r} repeat; allowed: each cloud at most once")
+        p.append(Problem("strategy", list(order), "each cloud at most once"))
     if not 0 <= inp.default_weight <= 100:
-        raise PlanConfigError(f"routing.defaultWeight: {inp.default_weight!r} is invalid; allowed: 0..100")
+        p.append(Problem("routing.defaultWeight", inp.default_weight, "0..100"))
     seen: set[str] = set()
     for i, rule in enumerate(inp.rules):
         if rule.name == DEFAULT_ANSWER or rule.name in seen:
-            raise PlanConfigError(
-                f"routing.rules[{i}].name: {rule.name!r} is reserved or repeated; allowed: a unique name other than 'default'"
-            )
+            p.append(Problem(f"routing.rules[{i}].name", rule.name,
+                             f"a unique name other than {DEFAULT_ANSWER!r} (reserved for the default answer)"))
         seen.add(rule.name)
         if rule.cloud not in order:
-            raise PlanConfigError(
-                f"routing.rules[{i}].cloud: {rule.cloud!r} is not an enabled cloud; allowed: {list(order)}"
-            )
+            p.append(Problem(f"routing.rules[{i}].cloud", rule.cloud, f"an enabled cloud: {', '.join(order)}"))
         if not 1 <= rule.weight <= 100:
-            raise PlanConfigError(f"routing.rules[{i}].weight: {rule.weight!r} is invalid; allowed: 1..100")
+            p.append(Problem(f"routing.rules[{i}].weight", rule.weight, "1..100"))
+    return p
 
 
 def _split(total: int, main: str, main_weight: int, order: Sequence[str]) -> dict[str, Fraction]:
@@ -181,8 +176,14 @@ def _adjust(
 
 
 def plan(inp: PlanInput, scale: int = 100) -> Plan:
-    """Compute the weight plan for every answer at `scale` (100 or 255)."""
-    _validate(inp, scale)
+    """Compute the weight plan for every answer at `scale` (100 or 255).
+
+    ConfigError lists every problem of `plan_problems`."""
+    if scale not in ALLOWED_SCALES:
+        raise ValueError(f"scale {scale!r}: a backend's weight scale is one of {ALLOWED_SCALES}")  # a bug
+    problems = plan_problems(inp)
+    if problems:
+        raise ConfigError(problems)
     order = list(inp.strategy.order)
     answers: dict[str, Answer] = {}
     alerts: list[str] = []

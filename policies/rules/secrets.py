@@ -64,7 +64,7 @@ no_plaintext_secrets = resource_policy(
     "no-plaintext-secrets",
     "No input that looks like a key, password or token is a plain (non-secret) value.",
     "Keep the value out of the program: reference it as env:NAME or config:KEY (set with "
-    "`pulumi config set --secret KEY`) and resolve it with edgefabric.tiers.secrets.resolve(), which "
+    "`pulumi config set --secret KEY`) and resolve it with edgefabric.tiers.secret_output(), which "
     "wraps it as a secret; Kubernetes env vars take valueFrom.secretKeyRef.",
     _validate,
     schema(allowedPaths={"type": "array", "items": {"type": "string"}}),

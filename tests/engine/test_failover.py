@@ -16,12 +16,15 @@ import pytest
 from devenv.endpoints import LocalEndpoints
 from devenv.powerdns import PowerDnsServer
 from edgefabric.traffic.dns.powerdns import PowerDnsBackend
-from edgefabric.traffic.reconcile import FailoverSpec
 from edgefabric.traffic.planner import PlanInput, Strategy, plan
-from tests.kits.engine import Engine, ensure_engine, steps_by_op
+from edgefabric.traffic.spec import FailoverSpec
+from tests.integration import conftest as services
 from tests.integration.conftest import ZONE
+from tests.kits.engine import Engine, ensure_engine, steps_by_op
 
 pytestmark = pytest.mark.engine
+# The local services this test runs against: the integration tier's fixtures.
+pdns, endpoints = services.pdns, services.endpoints
 REPO = Path(__file__).resolve().parents[2]
 LABEL = "pulumi-python:dynamic/failover:WeightedFailover::global"
 
@@ -29,10 +32,11 @@ PROGRAM = '''
 import json, os
 import pulumi
 from edgefabric.dynamic.failover import WeightedFailover, WeightedFailoverArgs
+from edgefabric.traffic.spec import FailoverSpec
 
-props = json.loads(os.environ["WF_PROPS"])
+spec = FailoverSpec.from_inputs(json.loads(os.environ["WF_PROPS"]))
 key = pulumi.Config().require_secret("pdnsKey")
-wf = WeightedFailover("global", WeightedFailoverArgs(**props, secrets={"config:pdnsKey": key}))
+wf = WeightedFailover("global", WeightedFailoverArgs(spec, secrets={"config:pdnsKey": key}))
 pulumi.export("plan", wf.plan)
 pulumi.export("health", wf.health)
 pulumi.export("record_ids", wf.record_ids)
@@ -76,7 +80,7 @@ def test_weighted_failover_under_the_engine(tmp_path: Path, pdns: PowerDnsServer
     out = eng.outputs("t")
     assert out["plan"]["answers"]["default"]["weights"] == {"aws": 60, "azure": 20, "gcp": 20}
     backend = PowerDnsBackend(pdns.api_url, pdns.api_key, ZONE)
-    spec = FailoverSpec.from_props({**props, "backends": {"powerdns": {**props["backends"]["powerdns"]}}}).record_spec()
+    spec = FailoverSpec.from_inputs(props).record_spec()
     assert backend.read(spec) == {"default": {"aws": 60, "azure": 20, "gcp": 20}}
 
     assert "update" not in steps_by_op(eng.preview_json("t")), "unchanged world must preview no change"

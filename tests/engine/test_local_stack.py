@@ -18,6 +18,12 @@ from typing import Any
 
 import pytest
 import yaml
+
+from devenv.anvil import rpc_call
+from devenv.cli import LOCAL_PDNS_API_KEY
+from devenv.powerdns import _api as pdns_api
+from edgefabric.chain.client import ChainClient, connect, load_account
+from edgefabric.chain.registry import Registry
 from tests.kits.engine import (
     ANVIL_DEV_KEY,
     Engine,
@@ -31,12 +37,6 @@ from tests.kits.engine import (
     steps_by_op,
     wait_for,
 )
-
-from devenv.anvil import rpc_call
-from devenv.cli import LOCAL_PDNS_API_KEY
-from devenv.powerdns import _api as pdns_api
-from edgefabric.chain.client import ChainClient, connect, load_account
-from edgefabric.chain.registry import Registry
 
 STACK = "local"
 CONTRACT = "pulumi-python:dynamic/registry:RegistryContract"

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.kits.engine import REPO, Engine, resources_of_type, steps_by_op
 
 from devenv.anvil import AnvilProcess, start_anvil
 from edgefabric.chain.client import ChainClient, connect, load_account
 from edgefabric.chain.registry import Registry, load_artifact
+from tests.kits.engine import REPO, Engine, resources_of_type, steps_by_op
 
 PROGRAM = textwrap.dedent(
     '''

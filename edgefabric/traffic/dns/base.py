@@ -15,11 +15,18 @@ is pickled into Pulumi state.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
+
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 from edgefabric.traffic.health import Thresholds
 from edgefabric.traffic.planner import Plan
@@ -38,11 +45,12 @@ class TransientError(RuntimeError):
 
 @dataclass(frozen=True)
 class HealthSettings:
-    """What native checkers (Traffic Manager monitor, Route53 checks) need."""
+    """What native checkers (Traffic Manager monitor, Route53 checks) need; built from the
+    health check by `edgefabric.traffic.spec.native_check`, the one mapping."""
 
-    protocol: str = "HTTP"  # HTTP | TCP
+    protocol: str = "HTTP"  # HTTP | HTTPS | TCP
     port: int = 80
-    path: str = "/health"
+    path: str | None = "/health"  # None for TCP
     interval_s: float = 30.0
     timeout_s: float = 5.0
     thresholds: Thresholds = field(default_factory=Thresholds)
@@ -98,16 +106,21 @@ def retry(
     retry_on: tuple[type[BaseException], ...] = (TransientError,),
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
-    """Call fn, retrying `retry_on` errors with exponential backoff + jitter."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn()
-        except retry_on as exc:
-            if attempt == attempts:
-                raise DnsBackendError(f"{what}: failed after {attempts} attempts: {exc}") from exc
-            # Full jitter keeps several controllers from retrying in lockstep.
-            sleep(random.uniform(0, base_delay_s * 2 ** (attempt - 1)))
-    raise AssertionError("unreachable")
+    """Call fn; retry `retry_on` errors up to `attempts` calls in all, with exponential
+    backoff and full jitter (before retry n: uniform(0, base_delay_s * 2**(n-1)) seconds),
+    which keeps several controllers from retrying in lockstep. Any other error is raised at
+    once; running out of attempts raises DnsBackendError naming `what`."""
+    retrying = Retrying(
+        stop=stop_after_attempt(attempts),
+        wait=wait_random_exponential(multiplier=base_delay_s),
+        retry=retry_if_exception_type(retry_on),
+        sleep=sleep,
+    )
+    try:
+        return retrying(fn)
+    except RetryError as exc:
+        last = exc.last_attempt.exception()
+        raise DnsBackendError(f"{what}: failed after {attempts} attempts: {last}") from last
 
 
 @dataclass

@@ -19,7 +19,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgefabric.traffic.dns.base import ApplyResult, DnsBackendError, Published, RecordSpec, TransientError, retry
+from edgefabric.traffic.dns.base import (
+    ApplyResult,
+    DnsBackendError,
+    Published,
+    RecordSpec,
+    TransientError,
+    retry,
+)
 from edgefabric.traffic.planner import DEFAULT_ANSWER, Plan
 
 

@@ -13,7 +13,14 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from edgefabric.traffic.dns.base import ApplyResult, DnsBackendError, Published, RecordSpec, published_view, retry
+from edgefabric.traffic.dns.base import (
+    ApplyResult,
+    DnsBackendError,
+    Published,
+    RecordSpec,
+    published_view,
+    retry,
+)
 from edgefabric.traffic.dns.http import json_request
 from edgefabric.traffic.planner import Plan
 

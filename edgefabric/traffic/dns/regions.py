@@ -10,6 +10,7 @@ config validates them). Each backend needs its own codes:
 from __future__ import annotations
 
 from edgefabric.config.vocab import USER_REGIONS as CONTINENT
+from edgefabric.errors import ConfigError
 
 # Azure's geographic hierarchy ("GEO-NA" covers North/Central America + Caribbean).
 AZURE_GEO: dict[str, str] = {
@@ -32,10 +33,6 @@ GCP_LOCATION: dict[str, str] = {
 }
 
 
-class RegionError(ValueError):
-    pass
-
-
 def continent(region: str) -> str:
     """Continent code of a user region; accepts a code as-is."""
     if region in CONTINENT.values():
@@ -43,6 +40,4 @@ def continent(region: str) -> str:
     try:
         return CONTINENT[region]
     except KeyError:
-        raise RegionError(
-            f"routing.rules[].regions: {region!r} is unknown; allowed: {', '.join(CONTINENT)}"
-        ) from None
+        raise ConfigError.one("routing.rules[].regions", region, f"a user region: {', '.join(CONTINENT)}") from None

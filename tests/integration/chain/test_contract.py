@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +10,10 @@ import pytest
 from eth_abi import encode
 from eth_utils import keccak
 from hexbytes import HexBytes
-from tests.kits.registry import Deployed
 
 from edgefabric.chain.client import TransactionReverted, TxResult
 from edgefabric.chain.registry import Registry, service_id
+from tests.kits.registry import Deployed
 
 REPO = Path(__file__).resolve().parents[3]
 EPS = ["https://a.example.com/x", "https://b.example.com/y"]

@@ -8,20 +8,28 @@ the lead's engine test; here each lifecycle rule is checked directly.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import boto3
 import dill
 import pytest
-from pulumi.runtime.rpc import UNKNOWN
 
 from devenv.endpoints import LocalEndpoints
 from devenv.powerdns import PowerDnsServer
+from edgefabric.dynamic._unknown import UNKNOWN
+from edgefabric.dynamic.failover import (
+    PROVIDER_VERSION,
+    SECRET_OUTPUTS,
+    WeightedFailover,
+    WeightedFailoverArgs,
+    WeightedFailoverProvider,
+)
+from edgefabric.errors import ConfigError
 from edgefabric.traffic.dns.powerdns import PowerDnsBackend
 from edgefabric.traffic.dns.route53 import Route53Backend
-from edgefabric.dynamic.failover import SECRET_OUTPUTS, WeightedFailover, WeightedFailoverProvider
-from edgefabric.traffic.reconcile import FailoverSpec
 from edgefabric.traffic.planner import PlanInput, Strategy, plan
+from edgefabric.traffic.spec import PENDING_ADDRESS, FailoverSpec
 from tests.integration.conftest import ZONE
 
 
@@ -38,7 +46,7 @@ def props(eps: LocalEndpoints, backends: dict[str, Any], record: str, **over: An
         "backends": backends,
         "health_check_ids": {},
         "probe_round_gap_s": 0.05,
-        "provider_version": "1",
+        "provider_version": PROVIDER_VERSION,
     }  # fmt: skip
     base.update(over)
     return base
@@ -69,7 +77,7 @@ def test_lifecycle_against_powerdns(pdns: PowerDnsServer, pdns_key: str, endpoin
     assert outs["record_ids"]["powerdns"] == [f"powerdns:localhost/{ZONE}/{record}/LUA"]
     assert outs["health"]["aws"]["healthy"] is True and outs["health"]["aws"]["last_probe_at"]
     backend = PowerDnsBackend(pdns.api_url, pdns_key, ZONE)
-    spec = FailoverSpec.from_props(news).record_spec()
+    spec = FailoverSpec.from_inputs(news).record_spec()
     assert backend.read(spec) == {"default": {"aws": 60, "azure": 20, "gcp": 20}}
 
     # create is idempotent: a second create (crash before state was saved) adopts.
@@ -107,6 +115,9 @@ def test_lifecycle_against_powerdns(pdns: PowerDnsServer, pdns_key: str, endpoin
     # Preview with unknown inputs tolerates them.
     unknown = prov.diff(record, fixed, {**news, "endpoints": UNKNOWN})
     assert unknown.changes is True and unknown.replaces == []
+    one_unknown = {**news["endpoints"], "gcp": {"address": UNKNOWN}}  # one address not known yet
+    assert prov.diff(record, fixed, {**news, "endpoints": one_unknown}).changes is True
+    assert prov.check({}, {**news, "endpoints": one_unknown}).failures == []
 
     # Delete removes the record; deleting again succeeds.
     prov.delete(record, fixed)
@@ -123,12 +134,30 @@ def test_check_rejects_bad_inputs_naming_the_key(endpoints: LocalEndpoints, pdns
     prov = WeightedFailoverProvider()
     bad = props(endpoints, pdns_backends(pdns), "x." + ZONE, ttl=0)
     failures = prov.check({}, bad).failures
-    assert failures and failures[0].property == "ttl" and "1..86400" in failures[0].reason
+    assert [f.property for f in failures] == ["ttl"] and failures[0].reason.startswith("WeightedFailover:ttl = 0: ")
     bad = props(endpoints, {"bind": {}}, "x." + ZONE)
-    assert "backends" in prov.check({}, bad).failures[0].reason
+    (failure,) = prov.check({}, bad).failures
+    assert failure.property == "backends" and "backends.bind" in failure.reason and "unknown key" in failure.reason
     bad = props(endpoints, pdns_backends(pdns), "x." + ZONE, routing={"rules": [
         {"name": "eu", "regions": ["europe"], "cloud": "aws", "weight": 300}]})  # fmt: skip
-    assert "rules[0].weight" in prov.check({}, bad).failures[0].reason
+    (failure,) = prov.check({}, bad).failures
+    assert failure.property == "routing" and "routing.rules[0].weight = 300" in failure.reason
+    # Every problem is reported at once, each on the input it names.
+    many = props(endpoints, pdns_backends(pdns), "Not A Name", ttl=0,
+                 strategy={"order": ["aws", "oracle"]})  # fmt: skip
+    assert sorted(f.property for f in prov.check({}, many).failures) == ["record_name", "strategy", "ttl"]
+    # A rule for a cloud the strategy cannot serve: the planner's own rule, on `routing`.
+    one_cloud = props(endpoints, pdns_backends(pdns), "x." + ZONE,
+                      endpoints={"aws": {"address": endpoints.address("aws")}}, strategy={"order": ["aws"]},
+                      routing={"rules": [{"name": "eu", "regions": ["europe"], "cloud": "gcp", "weight": 70}]})
+    (failure,) = prov.check({}, one_cloud).failures
+    assert failure.property == "routing" and "routing.rules[0].cloud = 'gcp'" in failure.reason
+    # The program's placeholder for an address it only knows as an Output never passes.
+    pending = props(endpoints, pdns_backends(pdns), "x." + ZONE,
+                    endpoints={c: {"address": PENDING_ADDRESS} for c in endpoints.clouds()})
+    assert {f.property for f in prov.check({}, pending).failures} == {"endpoints"}
+    with pytest.raises(ConfigError, match=r"endpoints\.aws\.address = '0\.0\.0\.0'"):
+        prov.create(pending)
     # Unknowns during preview are not errors.
     assert prov.check({}, {**bad, "endpoints": UNKNOWN}).failures == []
 
@@ -136,7 +165,8 @@ def test_check_rejects_bad_inputs_naming_the_key(endpoints: LocalEndpoints, pdns
 def test_missing_secret_is_a_clear_error(endpoints: LocalEndpoints, pdns: PowerDnsServer,
                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     monkeypatch.delenv("TEST_PDNS_KEY", raising=False)
-    with pytest.raises(ValueError, match=r"env:TEST_PDNS_KEY.*TEST_PDNS_KEY, which is not set"):
+    with pytest.raises(ConfigError, match=r"dns\.backends\.powerdns\.apiKeyRef = 'env:TEST_PDNS_KEY': "
+                                          r"environment variable TEST_PDNS_KEY is not set"):
         WeightedFailoverProvider().create(props(endpoints, pdns_backends(pdns), "x." + ZONE))
 
 
@@ -151,18 +181,22 @@ def test_secret_passed_as_input_is_only_a_secret_output(endpoints: LocalEndpoint
     assert pdns.api_key.encode() not in dill.dumps(prov, recurse=True)
 
 
-def test_lifecycle_against_route53_moto(aws_env: str, hosted_zone: str, endpoints: LocalEndpoints) -> None:
+def test_lifecycle_against_route53_moto(aws_env: str, endpoints: LocalEndpoints) -> None:
     client = boto3.client("route53", endpoint_url=aws_env)
+    # A zone of its own, found by name: moto's zone ids are not Route53's `Z...` ids, which
+    # the inputs accept (dns.backends.route53.hostedZoneId), so the provider looks it up.
+    zone = f"wf{time.monotonic_ns()}.{ZONE}"
+    hosted_zone = client.create_hosted_zone(Name=zone, CallerReference=zone)["HostedZone"]["Id"].rsplit("/", 1)[-1]
     hc = client.create_health_check(
-        CallerReference="provider-hc",
+        CallerReference=f"provider-hc-{zone}",
         HealthCheckConfig={"IPAddress": endpoints.address("aws"), "Port": endpoints.port, "Type": "HTTP",
                            "ResourcePath": "/health", "RequestInterval": 10, "FailureThreshold": 2},
     )["HealthCheck"]["Id"]  # fmt: skip
     prov = WeightedFailoverProvider()
-    record = "r53." + ZONE
+    record = "r53." + zone
     news = props(
         endpoints,
-        {"route53": {"zone_name": ZONE, "hosted_zone_id": hosted_zone, "health_check_ids": True}},
+        {"route53": {"zone_name": zone, "health_check_ids": True}},
         record,
         health_check_ids={"aws": hc},
         routing={"rules": [{"name": "americas", "regions": ["north-america"], "cloud": "aws", "weight": 70}],
@@ -171,8 +205,8 @@ def test_lifecycle_against_route53_moto(aws_env: str, hosted_zone: str, endpoint
     outs = prov.create(news).outs
     assert outs["backend_status"] == {"route53": "ok"}
     assert any(i.endswith("/default") for i in outs["record_ids"]["route53"])
-    spec = FailoverSpec.from_props(news).record_spec()
-    backend = Route53Backend(ZONE, hosted_zone_id=hosted_zone)
+    spec = FailoverSpec.from_inputs(news).record_spec()
+    backend = Route53Backend(zone, hosted_zone_id=hosted_zone)
     assert backend.read(spec) == {"default": {"aws": 255}, "americas": {"aws": 179, "azure": 38, "gcp": 38}}
     assert prov.diff(record, outs, news).changes is False
     endpoints.stop("aws")
@@ -192,3 +226,20 @@ def test_lifecycle_against_route53_moto(aws_env: str, hosted_zone: str, endpoint
 
 def test_resource_type_token() -> None:
     assert WeightedFailover._resource_type_name == "dynamic/failover:WeightedFailover"
+
+
+def test_args_lay_the_outputs_over_the_serialised_spec(endpoints: LocalEndpoints, pdns: PowerDnsServer) -> None:
+    # As the program has it (`FailoverSpec.from_config(cfg)`): the addresses are Outputs, pending here.
+    pending = props(endpoints, pdns_backends(pdns), "x." + ZONE,
+                    endpoints={c: {"address": PENDING_ADDRESS} for c in endpoints.clouds()})
+    spec = FailoverSpec.model_validate({k: v for k, v in pending.items() if k in FailoverSpec.model_fields})
+    addresses = {c: f"<output {c}>" for c in endpoints.clouds()}  # stand-ins for pulumi Outputs
+    inputs = WeightedFailoverArgs(spec, addresses=addresses, health_check_ids={"aws": "<hc>"}).inputs()
+    assert {c: ep["address"] for c, ep in inputs["endpoints"].items()} == addresses
+    assert inputs["health_check_ids"] == {"aws": "<hc>"}
+    assert {k: v for k, v in inputs.items() if k not in ("endpoints", "health_check_ids")} == {
+        k: v for k, v in spec.to_inputs().items() if k not in ("endpoints", "health_check_ids")}
+    with pytest.raises(ValueError, match="no address for aws, azure, gcp"):
+        WeightedFailoverArgs(spec).inputs()
+    with pytest.raises(ValueError, match="no gcp_dns backend"):
+        WeightedFailoverArgs(spec, addresses=addresses, gcp_health_check="<link>").inputs()

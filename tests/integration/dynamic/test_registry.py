@@ -13,12 +13,19 @@ from pulumi.dynamic.config import Config
 
 from devenv.anvil import AnvilProcess, start_anvil
 from edgefabric.chain.client import ChainClient, ChainError, TransactionReverted, connect, load_account
+from edgefabric.chain.registry import Registry, load_artifact, service_id
 from edgefabric.dynamic.registry import (
+    PROVIDER_VERSION,
     UNKNOWN,
     RegistryContractProvider,
     ServiceRegistrationProvider,
 )
-from edgefabric.chain.registry import Registry, load_artifact, service_id
+from edgefabric.errors import ConfigError
+
+# Where the provider classes lived at each PROVIDER_VERSION. Append a version when they move:
+# the state keeps each provider pickled by module path, and refresh and delete load the one in a
+# resource's outputs, which only an update (a new provider_version) rewrites.
+PROVIDER_HOMES = {"1": "providers.registry", "2": "edgefabric.dynamic.registry"}
 
 
 @pytest.fixture(scope="module")
@@ -279,5 +286,16 @@ def test_key_is_nowhere_in_outputs_or_the_pickled_provider(
         p.create(env_props | {"name": "bad"})
     assert "is not a 32-byte hex private key" in str(info.value)
     assert "zz" * 8 not in str(info.value)
-    with pytest.raises(ChainError, match="deployer key 'config:deployerKey': the secret config key is not available"):
+    with pytest.raises(ConfigError, match=r"registry\.deployerKeyRef = 'config:deployerKey': secret config key "
+                                          r"edgefabric:deployerKey is not set"):
         ServiceRegistrationProvider().delete(created.id, updated)
+
+
+@pytest.mark.parametrize("cls", [RegistryContractProvider, ServiceRegistrationProvider])
+def test_a_provider_class_that_moves_gets_a_new_provider_version(cls: type) -> None:
+    assert PROVIDER_HOMES[PROVIDER_VERSION] == cls.__module__, (
+        f"{cls.__qualname__} now lives in {cls.__module__}: stacks deployed before hold pickles naming "
+        f"{PROVIDER_HOMES[PROVIDER_VERSION]}; bump PROVIDER_VERSION and record the new home here")
+    assert len(set(PROVIDER_HOMES.values())) == len(PROVIDER_HOMES)
+    # What the state holds is a reference by module path, not the code itself.
+    assert cls.__module__.encode() in dill.dumps(cls(), recurse=True)

@@ -21,9 +21,9 @@ from edgefabric.traffic.dns.powerdns import PowerDnsBackend
 from edgefabric.traffic.dns.route53 import Route53Backend
 from edgefabric.traffic.health import Thresholds
 from edgefabric.traffic.planner import PlanInput, RegionRule, Strategy, plan
-from tests.integration.conftest import AZ_SUB, GCP_PROJECT, GCP_ZONE, RECORD, ZONE, answer_counts
 from tests.fakes.azure_tm import FakeTrafficManager, load_example
 from tests.fakes.gcp_dns import FakeCloudDns
+from tests.integration.conftest import AZ_SUB, GCP_PROJECT, GCP_ZONE, RECORD, ZONE, answer_counts
 
 IPS = {"aws": "127.0.1.1", "azure": "127.0.1.2", "gcp": "127.0.1.3"}
 AAA = Strategy(("aws", "azure", "gcp"))

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import pytest
 
 from devenv.endpoints import LocalEndpoints
+from edgefabric.errors import ConfigError
 from edgefabric.traffic.health import (
     CustomProbe,
-    HealthConfigError,
     HealthTracker,
     HttpProbe,
     ProbeResult,
@@ -124,9 +124,9 @@ def test_evidence_round_trip_keeps_hold_down_across_runs() -> None:
 
 
 def test_invalid_thresholds_name_the_key() -> None:
-    with pytest.raises(HealthConfigError, match="failureThreshold"):
+    with pytest.raises(ConfigError, match=r"healthCheck\.failureThreshold"):
         Thresholds(failure_threshold=0)
-    with pytest.raises(HealthConfigError, match="recoveryHoldDownS"):
+    with pytest.raises(ConfigError, match=r"healthCheck\.recoveryHoldDownS"):
         Thresholds(recovery_hold_down_s=-1)
 
 

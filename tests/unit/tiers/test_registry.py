@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pulumi
@@ -34,10 +35,13 @@ class Mocks(pmocks.Mocks):
 
 
 @pytest.fixture
-def mocks() -> Mocks:
+def mocks() -> Iterator[Mocks]:
     m = Mocks()
     pulumi.runtime.set_mocks(m, project="edgefabric", stack="unit", preview=False)
-    return m
+    # What `config:deployerKey` names: the Pulumi secret edgefabric:deployerKey.
+    pulumi.runtime.set_all_config({"edgefabric:deployerKey": KEY}, secret_keys=["edgefabric:deployerKey"])
+    yield m
+    pulumi.runtime.set_all_config({})
 
 
 def _cfg(**over: Any) -> RegistryConfig:
@@ -48,7 +52,7 @@ def _cfg(**over: Any) -> RegistryConfig:
 
 
 def test_registry_children_outputs_and_agent(mocks: Mocks) -> None:
-    from edgefabric.tiers.registry import BlockchainRegistry, ServiceSpec
+    from edgefabric.tiers.registry import BlockchainRegistry, BlockchainRegistryArgs, ServiceSpec
 
     outputs: list[Any] = []
 
@@ -58,12 +62,13 @@ def test_registry_children_outputs_and_agent(mocks: Mocks) -> None:
 
     def _build_and_collect(sink: list[Any]) -> Any:
         provider = k8s.Provider("aws-k8s", kubeconfig="{}")
-        reg = BlockchainRegistry(
-            "registry", _cfg(),
-            [ServiceSpec("api-gateway", "1.0.0", pulumi.Output.from_input(["https://203.0.113.10"]), "{}"),
-             ServiceSpec("analytics", "1.0.0", ["https://203.0.113.11"])],
-            environment="dev", deployer_key=pulumi.Output.secret(KEY), k8s_providers={"aws": provider},
-        )
+        # The `config:` reference is resolved by the component itself, as a secret.
+        reg = BlockchainRegistry("registry", BlockchainRegistryArgs(
+            registry=_cfg(),
+            services=[ServiceSpec("api-gateway", "1.0.0", pulumi.Output.from_input(["https://203.0.113.10"]), "{}"),
+                      ServiceSpec("analytics", "1.0.0", ["https://203.0.113.11"])],
+            environment="dev", k8s_providers={"aws": provider},
+        ))
 
         return pulumi.Output.all(reg.contract_address, *reg.service_ids.values()).apply(sink.extend)
 
@@ -101,12 +106,13 @@ def test_registry_children_outputs_and_agent(mocks: Mocks) -> None:
 
 
 def test_env_reference_keeps_the_key_out_of_the_program(mocks: Mocks) -> None:
-    from edgefabric.tiers.registry import BlockchainRegistry, ServiceSpec
+    from edgefabric.tiers.registry import BlockchainRegistry, BlockchainRegistryArgs, ServiceSpec
 
     @pulumi.runtime.test
     def build() -> Any:
-        reg = BlockchainRegistry("registry", _cfg(deployerKeyRef="env:EDGEFABRIC_DEPLOYER_KEY"),
-                                 [ServiceSpec("api-gateway", "1.0.0", ["https://e"])], environment="local")
+        reg = BlockchainRegistry("registry", BlockchainRegistryArgs(
+            registry=_cfg(deployerKeyRef="env:EDGEFABRIC_DEPLOYER_KEY"),
+            services=[ServiceSpec("api-gateway", "1.0.0", ["https://e"])], environment="local"))
         return reg.service_ids["api-gateway"]
 
     build()

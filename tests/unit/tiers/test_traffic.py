@@ -14,8 +14,10 @@ import pulumi_aws as aws
 import pulumi_gcp as gcp
 import pytest
 
-from edgefabric.config import load_stack_file
-from edgefabric.tiers.traffic import GlobalTraffic
+from edgefabric.config import CustomCheck, StackConfig, load_stack_file
+from edgefabric.tiers.traffic import GlobalTraffic, GlobalTrafficArgs
+from edgefabric.traffic.dns.azure_tm import monitor_config
+from edgefabric.traffic.spec import FailoverSpec
 
 ROOT = Path(__file__).resolve().parents[3]
 STACKS = ("local", "dev", "staging", "prod")
@@ -39,17 +41,35 @@ class Mocks(pmocks.Mocks):
         return {}
 
 
-@pytest.mark.parametrize("stack", STACKS)
-def test_global_traffic_renders(stack: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = load_stack_file(ROOT / f"Pulumi.{stack}.yaml")
+def traffic_args(cfg: StackConfig, addresses: dict[str, Any],
+                 providers: dict[str, pulumi.ProviderResource]) -> GlobalTrafficArgs:
+    """GlobalTraffic's slice of a stack config, the way __main__ cuts it."""
     assert cfg.dns is not None
-    secret_value = f"mock-pdns-key-{stack}"
+    return GlobalTrafficArgs(
+        dns=cfg.dns, strategy=cfg.strategies[cfg.dns.strategy], routing=cfg.routing,
+        health_check=cfg.health_check, addresses=addresses, environment=cfg.environment, tags=cfg.tags,
+        health_urls={c: ep.health_url for c in cfg.clouds.enabled
+                     if (ep := cfg.clouds.get(c).ingress) is not None and ep.health_url},
+        providers=providers,
+    )  # fmt: skip
+
+
+def start_mocks(stack: str, monkeypatch: pytest.MonkeyPatch, secret_value: str) -> Mocks:
     pulumi.runtime.set_all_config({"edgefabric:powerdnsApiKey": secret_value},
                                   secret_keys=["edgefabric:powerdnsApiKey"])  # fmt: skip
     monkeypatch.setenv("ARM_SUBSCRIPTION_ID", "00000000-0000-0000-0000-000000000000")
     psettings.set_root_resource(None)  # type: ignore[arg-type]
     mocks = Mocks()
     pmocks.set_mocks(mocks, project="edgefabric", stack=stack, preview=False)
+    return mocks
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_global_traffic_renders(stack: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_stack_file(ROOT / f"Pulumi.{stack}.yaml")
+    assert cfg.dns is not None
+    secret_value = f"mock-pdns-key-{stack}"
+    mocks = start_mocks(stack, monkeypatch, secret_value)
 
     @pulumi.runtime.test
     def program() -> pulumi.Output[Any]:
@@ -62,7 +82,7 @@ def test_global_traffic_renders(stack: str, monkeypatch: pytest.MonkeyPatch) -> 
             c: (cfg.clouds.get(c).ingress.address if cfg.clouds.get(c).ingress else f"203.0.113.{i + 10}")
             for i, c in enumerate(cfg.traffic_clouds)
         }  # fmt: skip
-        comp = GlobalTraffic("global", cfg, endpoints, providers)
+        comp = GlobalTraffic("global", traffic_args(cfg, endpoints, providers))
 
         def verify(args: list[Any]) -> None:
             assert args[0].endswith("edgefabric:traffic:GlobalTraffic::global"), args[0]
@@ -71,6 +91,12 @@ def test_global_traffic_renders(stack: str, monkeypatch: pytest.MonkeyPatch) -> 
                 by_type.setdefault(r.typ, []).append(r)
             (fo,) = by_type[FAILOVER_TYPE]
             inputs = fo.inputs
+            # The inputs are the typed spec, serialised, with the addresses laid over it.
+            spec = FailoverSpec.from_inputs(inputs)
+            overlaid = {"health_check_ids", "backends"}  # Route53 check ids, GCP check, Azure tags
+            assert spec.model_dump(exclude=overlaid) == FailoverSpec.from_config(cfg, endpoints).model_dump(
+                exclude=overlaid)
+            assert {c: ep.address for c, ep in spec.endpoints.items()} == endpoints
             assert inputs["record_name"] == cfg.dns.record_name
             assert set(inputs["endpoints"]) == set(cfg.traffic_clouds)
             assert inputs["strategy"]["order"][0] == cfg.strategies[cfg.dns.strategy].primary
@@ -105,3 +131,36 @@ def test_global_traffic_renders(stack: str, monkeypatch: pytest.MonkeyPatch) -> 
 
     program()
 
+
+
+def test_native_checkers_and_traffic_manager_agree_on_a_custom_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A custom check (a command) has no native equivalent: the Route53 checks, the GCP check
+    and the Traffic Manager monitor must all get the same stand-in (TCP to port 80)."""
+    cfg = load_stack_file(ROOT / "Pulumi.prod.yaml")
+    custom = cfg.health_check.model_copy(update={"check": CustomCheck(type="custom", command=["/bin/check"])})
+    cfg = cfg.model_copy(update={"health_check": custom})
+    mocks = start_mocks("prod", monkeypatch, "unused")
+    endpoints = {c: f"203.0.113.{i + 10}" for i, c in enumerate(cfg.traffic_clouds)}
+
+    @pulumi.runtime.test
+    def program() -> pulumi.Output[Any]:
+        providers = {"aws": aws.Provider("aws", region="us-east-1"), "gcp": gcp.Provider("gcp", project="p-test")}
+        comp = GlobalTraffic("global", traffic_args(cfg, endpoints, providers))
+
+        def verify(_: Any) -> None:
+            by_type: dict[str, list[pmocks.MockResourceArgs]] = {}
+            for r in mocks.resources:
+                by_type.setdefault(r.typ, []).append(r)
+            (fo,) = by_type[FAILOVER_TYPE]
+            monitor = monitor_config(FailoverSpec.from_inputs(fo.inputs).record_spec().health)
+            assert (monitor["protocol"], monitor["port"], monitor.get("path")) == ("TCP", 80, None)
+            r53 = by_type["aws:route53/healthCheck:HealthCheck"]
+            assert {(c.inputs["type"], c.inputs["port"], c.inputs.get("resourcePath")) for c in r53} == {
+                ("TCP", 80, None)}
+            (gcp_check,) = by_type["gcp:compute/healthCheck:HealthCheck"]
+            assert gcp_check.inputs["tcpHealthCheck"] == {"port": 80}
+            assert "httpHealthCheck" not in gcp_check.inputs
+
+        return comp.plan.apply(verify)
+
+    program()

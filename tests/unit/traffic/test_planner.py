@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgefabric.traffic.planner import PlanConfigError, PlanInput, RegionRule, Strategy, configured_plan, plan
+from edgefabric.errors import ConfigError
+from edgefabric.traffic.planner import PlanInput, RegionRule, Strategy, configured_plan, plan
 
 AAA = Strategy(("aws", "azure", "gcp"))
 SEED_RULES = (
@@ -73,14 +74,28 @@ def test_route53_scale_255() -> None:
         (PlanInput(AAA, (RegionRule("x", ("europe",), "oracle", 50),)), 100, r"rules\[0\]\.cloud"),
         (PlanInput(AAA, (RegionRule("x", ("europe",), "aws", 0),)), 100, r"rules\[0\]\.weight"),
         (PlanInput(AAA, default_weight=101), 100, "defaultWeight"),
-        (PlanInput(AAA), 1000, "scale"),
-        (PlanInput(Strategy(())), 100, "no cloud"),
+        (PlanInput(Strategy(())), 100, r"strategy\.primary"),
         (PlanInput(AAA, (RegionRule("default", ("europe",), "aws", 5),)), 100, "reserved"),
     ],
 )
 def test_user_errors_name_the_key(inp: PlanInput, scale: int, match: str) -> None:
-    with pytest.raises(PlanConfigError, match=match):
+    with pytest.raises(ConfigError, match=match):
         plan(inp, scale)
+
+
+def test_a_scale_no_backend_uses_is_a_bug_not_a_user_error() -> None:
+    with pytest.raises(ValueError, match="scale") as info:
+        plan(PlanInput(AAA), 1000)
+    assert not isinstance(info.value, ConfigError)
+
+
+def test_every_problem_is_listed_at_once() -> None:
+    inp = PlanInput(AAA, (RegionRule("default", ("europe",), "oracle", 0),), default_weight=101)
+    with pytest.raises(ConfigError) as info:
+        plan(inp)
+    assert [p.split(" = ")[0] for p in info.value.problems] == [
+        "edgefabric:routing.defaultWeight", "edgefabric:routing.rules[0].name",
+        "edgefabric:routing.rules[0].cloud", "edgefabric:routing.rules[0].weight"]
 
 
 # ------------------------------------------------------------- properties
@@ -158,7 +173,8 @@ def test_engine_free_modules_never_import_pulumi() -> None:
     from pathlib import Path
 
     code = (
-        "import sys; import edgefabric.traffic.health, edgefabric.traffic.planner, edgefabric.traffic.reconcile, edgefabric.controller.daemon, "
+        "import sys; import edgefabric.traffic.health, edgefabric.traffic.planner, edgefabric.traffic.reconcile, "
+        "edgefabric.traffic.spec, edgefabric.traffic.dns, edgefabric.controller.daemon, "
         "edgefabric.controller.notify, edgefabric.traffic.dns.route53, edgefabric.traffic.dns.azure_tm, edgefabric.traffic.dns.gcp_dns, "
         "edgefabric.traffic.dns.powerdns, devenv.endpoints, devenv.powerdns; "
         "print(sorted(m for m in sys.modules if m == 'pulumi' or m.startswith('pulumi.')))"
