@@ -1,8 +1,9 @@
 """How fast the program renders under Pulumi mocks, against the SDK floor.
 
 Topology: 3 clouds x 6 regions x N edge sites x 4 services, for N = 10, 100, 1000. The
-floor is the same number of bare resources registered through the same mocks in the
-same process: what the Pulumi SDK itself costs per resource. The ratio to the floor is
+floor is the same number of bare resources registered through the same harness
+(`tooling.render.render_program`: the same mocks and recording) in the same process: what
+the Pulumi SDK itself costs per resource. The ratio to the floor is
 what edgefabric adds (config validation, input building, nesting).
 
     python bench/render.py            # table
@@ -19,21 +20,16 @@ import json
 import re
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-
 import pulumi
-from pulumi.runtime import mocks as pmocks
-from pulumi.runtime import settings as psettings
-from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
 
 from edgefabric.config import raw_from_stack_file
-from tooling.render import _Mocks, _Monitor, gc_paused, release_garbage, render
+from tooling.render import release_garbage, render, render_program
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SDK_PACKAGES = {"aws": "pulumi_aws", "gcp": "pulumi_gcp", "azure-native": "pulumi_azure_native",
                 "kubernetes": "pulumi_kubernetes", "docker": "pulumi_docker", "command": "pulumi_command"}
@@ -75,11 +71,8 @@ def _snake(key: str) -> str:
 
 
 def _floor(replay: list[tuple[str, str, dict[str, Any]]], *, typed: bool) -> float:
-    """Register the same resources bare through the same mocks and monitor."""
+    """Register the same resources bare through the same harness: mocks, recording and all."""
     classes = {t: _sdk_class(t) if typed else None for t in {t for t, _, _ in replay}}
-    psettings.set_root_resource(None)  # type: ignore[arg-type]
-    monitor = _Monitor(_Mocks())
-    pmocks.set_mocks(_Mocks(), project="edgefabric", stack="bench", preview=False, monitor=monitor)
 
     def program() -> None:
         for typ, name, inputs in replay:
@@ -90,10 +83,9 @@ def _floor(replay: list[tuple[str, str, dict[str, Any]]], *, typed: bool) -> flo
                 cls(name, **{_snake(k): v for k, v in inputs.items()})
 
     start = time.perf_counter()
-    with gc_paused():
-        _sync_await(run_pulumi_func(program))
+    rendered = render_program(program, stack="bench")
     elapsed = time.perf_counter() - start
-    assert len(monitor.registered) == len(replay) + 1  # + the stack
+    assert len(rendered.resources) == len(replay) + 1  # + the stack
     return elapsed
 
 

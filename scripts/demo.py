@@ -28,9 +28,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-
 from devenv.cli import DEFAULT_DIR, DEFAULT_STACK_FILE, LocalEnv
+
+REPO = Path(__file__).resolve().parent.parent
 
 STACK = "local"
 # Published on purpose: it guards only the public anvil dev key and a loopback-only API key.

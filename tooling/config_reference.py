@@ -2,6 +2,9 @@
 
     python -m tooling.config_reference           # print the Markdown
     python -m tooling.config_reference --write   # replace the block in README.md
+    python -m tooling.config_reference --check   # exit 1 if README.md is stale (make lint)
+
+`edgefabric-config-reference` is the same, as a console script.
 
 The block sits between `<!-- config-reference:start -->` and `<!-- config-reference:end -->`;
 tests/unit/test_docs.py fails when README.md and the models disagree.
@@ -18,9 +21,9 @@ from pathlib import Path
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-ROOT = Path(__file__).resolve().parent.parent
-
 from edgefabric import config as c
+
+ROOT = Path(__file__).resolve().parent.parent
 
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 
@@ -127,22 +130,25 @@ def replace_block(readme: str, block: str) -> str:
     return head + block + tail
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="update README.md in place")
     parser.add_argument("--check", action="store_true", help="exit 1 if README.md is stale")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     block = reference()
     if args.check:
         readme = (ROOT / "README.md").read_text()
         if replace_block(readme, block) != readme:
-            sys.exit("README.md configuration reference is stale: run `python -m tooling.config_reference --write`")
+            print("README.md configuration reference is stale: run `python -m tooling.config_reference --write`",
+                  file=sys.stderr)
+            return 1
     elif args.write:
-        readme = ROOT / "README.md"
-        readme.write_text(replace_block(readme.read_text(), block))
+        path = ROOT / "README.md"
+        path.write_text(replace_block(path.read_text(), block))
     else:
         print(block)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,6 +1,9 @@
 """Promotion guard: two stack configs must have the same schema before promoting.
 
-`make promote-check FROM=dev TO=staging` compares Pulumi.dev.yaml and Pulumi.staging.yaml:
+    python -m tooling.promote_check --from dev --to staging   # or: make promote-check FROM=dev TO=staging
+    edgefabric-promote-check --from dev --to staging          # the same, as the console script
+
+It compares Pulumi.dev.yaml and Pulumi.staging.yaml:
 - each file must load and validate (edgefabric.config.load_stack_file), else it fails with
   the key-path problems;
 - every key present in one and missing in the other fails, unless it matches a pattern in
@@ -23,9 +26,9 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-
 from edgefabric.config import ConfigError, load_stack_file, raw_from_stack_file
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PROMOTION_FILE = ROOT / "policies" / "config" / "promotion.yaml"
 SECURE = "(secure value)"
@@ -57,7 +60,8 @@ def type_name(value: Any) -> str:
         return "number"
     if value is None:
         return "null"
-    return {str: "string", list: "list", dict: "map"}.get(type(value), type(value).__name__)
+    names: dict[type, str] = {str: "string", list: "list", dict: "map"}
+    return names.get(type(value), type(value).__name__)
 
 
 def glob(pattern: str) -> re.Pattern[str]:

@@ -1,10 +1,24 @@
 """Render the edgefabric program under Pulumi mocks: what a stack would register.
 
-`render(raw_config)` runs `__main__.py` fresh in this process against an in-memory
-monitor and returns every registered resource with its type, logical name, inputs,
-parent and provider. The unit tests, `make render`, the policy run over rendered stacks
-and `bench/render.py` all use it, so there is one way to render a stack without cloud
-credentials.
+`render(raw_config)` runs `__main__.py` fresh in this process under `pulumi.runtime.set_mocks`
+and returns every registered resource with its URN, type, logical name, inputs, parent,
+provider and which inputs are secret. The unit tests, `python -m tooling.report` (`make
+render`), the policy run over rendered stacks and `bench/render.py` all use it, so there is
+one way to render a stack without cloud credentials.
+
+Built on the SDK's public API only:
+- `pulumi.runtime.reset_options` + `set_mocks` give each render a fresh root stack, settings
+  and RPC bookkeeping, so rendering many times in one process stays correct;
+- a `pulumi.runtime.Mocks` subclass answers each registration like the cloud would (outputs
+  by type, see `mock_outputs`) and sees the inputs as the provider would receive them: wire
+  names, secrets still in their envelope, plus the provider reference and custom flag;
+- `pulumi.runtime.register_stack_transformation` sees every resource as it is constructed,
+  with its parent: that is what mocks do not report. (The newer `register_resource_transform`
+  runs in the engine, and the mock monitor never calls it.)
+- `pulumi.runtime.test` runs the program to quiescence and settles the URNs and exports.
+The two views are joined on (type, name), and where a program reuses a type and name under
+different parents, on the id, which the mocks hand out unique per type. Null inputs do not
+appear: the SDK drops them before the mocks see them, as the engine would.
 
 Mocked outputs are chosen by resource type so that the program's `apply`s see realistic
 shapes (a cluster endpoint, a load-balancer IP, an Azure kubeconfig list, ...).
@@ -13,27 +27,35 @@ shapes (a cluster endpoint, a load-balancer IP, an Azure kubeconfig list, ...).
 from __future__ import annotations
 
 import base64
+import functools
 import gc
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from types import CodeType
-from typing import Any
+from typing import Any, NamedTuple
 
 import pulumi
-from pulumi.runtime import mocks as pmocks
-from pulumi.runtime import settings as psettings
-from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
+import pulumi.runtime
 
 from edgefabric.config import NAMESPACE, raw_from_stack_file
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = ROOT / "__main__.py"
+PROJECT = "edgefabric"
+STACK_TYPE = "pulumi:pulumi:Stack"
+
+# Pulumi's property-value wire format: a secret travels as {SIG_KEY: SECRET_SIG, "value": ...}.
+# These two strings are part of the engine protocol (the same in every language SDK), which is
+# how mocked inputs arrive; they are not SDK internals.
+SIG_KEY = "4dabf18193072939515e22adb298388d"
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 
 
 @dataclass
@@ -93,55 +115,81 @@ def mock_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class _Mocks(pmocks.Mocks):
-    def new_resource(self, args: pmocks.MockResourceArgs) -> tuple[str, dict]:
-        return f"{args.name}-id", mock_outputs(args.typ, args.name, args.inputs)
-
-    def call(self, args: pmocks.MockCallArgs) -> dict:
-        if args.token == "azure-native:containerservice:listManagedClusterUserCredentials":
-            kubeconfig = json.dumps({"apiVersion": "v1", "kind": "Config", "clusters": []})
-            return {"kubeconfigs": [{"name": "clusterUser",
-                                     "value": base64.b64encode(kubeconfig.encode()).decode()}]}
-        return {}
+def mock_call(token: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    """Plausible results of provider functions (invokes) the program calls."""
+    if token == "azure-native:containerservice:listManagedClusterUserCredentials":
+        kubeconfig = json.dumps({"apiVersion": "v1", "kind": "Config", "clusters": []})
+        return {"kubeconfigs": [{"name": "clusterUser",
+                                 "value": base64.b64encode(kubeconfig.encode()).decode()}]}
+    return {}
 
 
-class _Monitor(pmocks.MockMonitor):
-    """Records parent and provider of each registration, which MockResourceArgs omits."""
+class Registration(NamedTuple):
+    """What the mocks saw of one registration: the provider's view of it."""
 
-    def __init__(self, mocks: pmocks.Mocks) -> None:
-        super().__init__(mocks)
-        self.registered: list[Registered] = []
-
-    def RegisterResource(self, request):
-        response = super().RegisterResource(request)
-        from google.protobuf import json_format
-
-        inputs = json_format.MessageToDict(request.object)
-        self.registered.append(Registered(
-            urn=response.urn, type=request.type, name=request.name, inputs=_unwrap(inputs),
-            parent=request.parent, provider=request.provider, custom=request.custom,
-            secret_inputs={k for k, v in inputs.items() if _is_secret(v)},
-        ))
-        return response
+    id: str
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    provider: str
+    custom: bool
 
 
+class CloudMocks(pulumi.runtime.Mocks):
+    """Answers registrations with `mock_outputs` and invokes with `mock_call`; keeps what it saw.
 
-_SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+    Ids are `<name>-id`, with a counter added when a type and name come back (under another
+    parent), so that ids are unique per type, as a cloud's would be."""
+
+    def __init__(self) -> None:
+        self.registrations: list[Registration] = []
+        self._seen: dict[tuple[str, str], int] = defaultdict(int)
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
+        self._seen[(args.typ, args.name)] += 1
+        seen = self._seen[(args.typ, args.name)]
+        rid = f"{args.name}-id" if seen == 1 else f"{args.name}-id-{seen}"
+        self.registrations.append(Registration(rid, args.typ, args.name, args.inputs,
+                                               args.provider or "", bool(args.custom)))
+        return rid, mock_outputs(args.typ, args.name, args.inputs)
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list[tuple[str, str]]]:
+        return mock_call(args.token, args.args), []  # (result, check failures)
 
 
-def _is_secret(value: Any) -> bool:
-    return isinstance(value, dict) and value.get("4dabf18193072939515e22adb298388d") == _SECRET_SIG
+def is_secret_value(value: Any) -> bool:
+    """A value in the secret envelope of the wire format (how mocks receive secret inputs)."""
+    return isinstance(value, dict) and value.get(SIG_KEY) == SECRET_SIG
 
 
-def _unwrap(value: Any) -> Any:
+def unwrap(value: Any) -> Any:
     """Strip secret envelopes so assertions see plain values (secret-ness is kept apart)."""
-    if _is_secret(value):
-        return _unwrap(value.get("value"))
+    if is_secret_value(value):
+        return unwrap(value.get("value"))
     if isinstance(value, dict):
-        return {k: _unwrap(v) for k, v in value.items()}
+        return {k: unwrap(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_unwrap(v) for v in value]
+        return [unwrap(v) for v in value]
     return value
+
+
+class Construction(NamedTuple):
+    resource: pulumi.Resource
+    type: str
+    name: str
+    parent: pulumi.Resource | None  # None: the root stack
+
+
+class _Constructions:
+    """A stack transformation that records each resource as it is constructed, with its parent."""
+
+    def __init__(self) -> None:
+        self.seen: list[Construction] = []
+
+    def __call__(self, args: pulumi.ResourceTransformationArgs) -> None:
+        self.seen.append(Construction(args.resource, args.type_, args.name,
+                                      args.opts.parent if args.opts else None))
+        return None  # nothing changed: the resource registers exactly as the program wrote it
 
 
 @contextmanager
@@ -153,7 +201,7 @@ def gc_paused() -> Iterator[None]:
     more time in the collector than in the program. On the way out the render's objects are
     parked (frozen) rather than collected on the spot: freeing a finished program is
     cleanup, not rendering (under `pulumi up` the process simply exits).
-    `release_garbage()` frees them; `render()` calls it before it starts.
+    `release_garbage()` frees them; every render calls it before it starts.
     """
     global _parked
     gc.disable()
@@ -178,6 +226,132 @@ def release_garbage() -> None:
         _parked = False
 
 
+class Resolved(NamedTuple):
+    value: Any
+    secret: bool
+
+
+def resolve(value: Any) -> Resolved:
+    """Settle an Output (or any input) after a render: its plain value and whether it is secret."""
+    box: list[Resolved] = []
+
+    def settle() -> pulumi.Output[Any]:
+        out = pulumi.Output.from_input(value)
+        flag: pulumi.Output[bool] = pulumi.Output.from_input(out.is_secret())
+        return pulumi.Output.all(out, flag).apply(
+            lambda pair: box.append(Resolved(pair[0], bool(pair[1]))), run_with_unknowns=True)
+
+    pulumi.runtime.test(settle)()
+    return box[0]
+
+
+def render_program(program: Callable[[], object], *, stack: str = "test", preview: bool = False,
+                   namespace: dict[str, Any] | None = None) -> Rendered:
+    """Run `program` (any callable that declares resources) under the mocks; what it registered.
+
+    The first resource is the root stack; exports are resolved, with which ones are secret.
+    Raises what the program raises. `namespace` is handed back in the result as is.
+    """
+    global _last_mocks
+    release_garbage()
+    # A fresh root stack, settings and RPC bookkeeping: nothing leaks from an earlier render.
+    pulumi.runtime.reset_options(project=PROJECT, stack=stack, preview=preview)
+    mocks = _last_mocks = CloudMocks()
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview)
+    root = pulumi.runtime.get_root_resource()
+    assert root is not None, "set_mocks did not create the root stack"
+    constructions = _Constructions()
+    pulumi.runtime.register_stack_transformation(constructions)
+    with gc_paused():
+        # Returns once every registration, apply and export has settled.
+        pulumi.runtime.test(program)()
+        resources = _join(root, constructions.seen, mocks.registrations)
+        # Under mocks the root stack finished before the program ran, so exports were never
+        # registered as stack outputs; settle them here, keeping which ones are secret.
+        outputs, secret_outputs = _settle_exports(getattr(root, "outputs", {}))
+    return Rendered(stack=stack, resources=resources, outputs=outputs, secret_outputs=secret_outputs,
+                    namespace=namespace if namespace is not None else {})
+
+
+_last_mocks: CloudMocks | None = None
+
+
+def last_registrations() -> list[Registration]:
+    """What the mocks saw in the latest render, also when it raised: e.g. that a bad config
+    failed before the first resource was registered. (The root stack is not among them.)"""
+    return list(_last_mocks.registrations) if _last_mocks is not None else []
+
+
+def _join(root: pulumi.Resource, seen: list[Construction], registrations: list[Registration]) -> list[Registered]:
+    """Constructed resources (URN, parent) joined with what the mocks saw (inputs, provider).
+
+    The join is on (type, name); where a type and name were registered more than once (under
+    different parents), on the id the mocks handed out, which is unique per type."""
+    by_name: dict[tuple[str, str], list[Registration]] = defaultdict(list)
+    for r in registrations:
+        by_name[(r.type, r.name)].append(r)
+    # Keyed by id(): a program's resource classes may define __eq__ (and so lose __hash__).
+    named = {id(c.resource) for c in seen}
+    every = [root, *(c.resource for c in seen),
+             *(c.parent for c in seen if c.parent is not None and id(c.parent) not in named)]
+    urns: dict[int, str] = {}
+    ids: dict[int, Any] = {}
+
+    def settle() -> None:
+        # Each apply is an output the runtime waits for before the program counts as done.
+        for res in every:
+            res.urn.apply(functools.partial(urns.__setitem__, id(res)), True)
+        for c in seen:
+            if len(by_name[(c.type, c.name)]) > 1 and isinstance(c.resource, pulumi.CustomResource):
+                c.resource.id.apply(functools.partial(ids.__setitem__, id(c.resource)), True)
+
+    pulumi.runtime.test(settle)()
+    missing = [res for res in every if id(res) not in urns]
+    if missing:
+        raise RuntimeError(f"{len(missing)} resource URN(s) never resolved under the mocks")
+    out = [Registered(urn=urns[id(root)], type=STACK_TYPE, name=f"{PROJECT}-{pulumi.get_stack()}", inputs={},
+                      parent="", provider="", custom=False)]
+    for res, typ, name, parent in seen:
+        candidates = by_name[(typ, name)]
+        reg = next((r for r in candidates if r.id == ids[id(res)]), None) if id(res) in ids else None
+        if reg is None and candidates:
+            # Unique (the rule), or a component or read resource, which has no id of ours:
+            # first come, first served.
+            reg = candidates[0]
+        if reg is None:  # looked up by URN (`opts.urn`): nothing was registered with the mocks
+            out.append(Registered(urn=urns[id(res)], type=typ, name=name, inputs={}, parent=urns[id(parent or root)],
+                                  provider="", custom=isinstance(res, pulumi.CustomResource)))
+            continue
+        candidates.remove(reg)
+        out.append(Registered(
+            urn=urns[id(res)], type=reg.type, name=reg.name, inputs=unwrap(reg.inputs),
+            parent=urns[id(parent or root)],
+            # A read's registration does not say it is custom: the class does.
+            provider=reg.provider, custom=reg.custom or isinstance(res, pulumi.CustomResource),
+            secret_inputs={k for k, v in reg.inputs.items() if is_secret_value(v)},
+        ))
+    return out
+
+
+def _settle_exports(exports: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
+    values: dict[str, Any] = {}
+    secret: set[str] = set()
+    if not exports:
+        return values, secret
+
+    def settle() -> pulumi.Output[Any]:
+        outs = {name: pulumi.Output.from_input(v) for name, v in exports.items()}
+        flags: dict[str, pulumi.Output[bool]] = {name: pulumi.Output.from_input(o.is_secret())
+                                                 for name, o in outs.items()}
+        return pulumi.Output.all(
+            pulumi.Output.all(**outs).apply(values.update, run_with_unknowns=True),
+            pulumi.Output.all(**flags).apply(lambda f: secret.update(k for k, s in f.items() if s)),
+        )
+
+    pulumi.runtime.test(settle)()
+    return values, secret
+
+
 def mock_secret_values(raw: Mapping[str, Any]) -> dict[str, str]:
     """Secret config keys that `config:` references in a stack need, with fake values."""
     text = json.dumps(raw)
@@ -193,9 +367,6 @@ def render(raw: Mapping[str, Any], *, stack: str = "test", preview: bool = False
     and the secrets that `config:` references name are replaced with fake ones.
     Raises what the program raises (e.g. `ConfigError`).
     """
-    import os
-
-    release_garbage()
     plain = {k: v for k, v in raw.items() if not (isinstance(v, dict) and "secure" in v)}
     config = {f"{NAMESPACE}:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in plain.items()}
     secrets = mock_secret_values(plain)
@@ -207,38 +378,19 @@ def render(raw: Mapping[str, Any], *, stack: str = "test", preview: bool = False
     for name in {part.split('"')[0] for part in json.dumps(plain).split('"env:')[1:]}:
         os.environ.setdefault(name, f"mock-env-{name}")
     os.environ.update(env or {})
-    psettings.set_root_resource(None)  # type: ignore[arg-type]
-    monitor = _Monitor(_Mocks())
-    pmocks.set_mocks(_Mocks(), project="edgefabric", stack=stack, preview=preview, monitor=monitor)
     namespace: dict[str, Any] = {}
-    try:
-        def run() -> None:
-            # exec of the cached code object rather than runpy: the SDK records a stack trace
-            # per resource, and runpy's frames would add to every one of them.
-            namespace.update({"__name__": "__main__", "__file__": str(MAIN)})
-            exec(_main_code(), namespace)
 
-        with gc_paused():
-            _sync_await(run_pulumi_func(run))
-        # Under mocks the root stack finished before the program ran, so exports were never
-        # registered; resolve them here, keeping which ones are secret.
-        outputs, secret_outputs = _sync_await(_resolve_exports(psettings.get_root_resource().outputs))
+    def program() -> None:
+        # exec of the cached code object rather than runpy: the SDK records a stack trace
+        # per resource, and runpy's frames would add to every one of them.
+        namespace.update({"__name__": "__main__", "__file__": str(MAIN)})
+        exec(_main_code(), namespace)
+
+    try:
+        return render_program(program, stack=stack, preview=preview, namespace=namespace)
     finally:
         os.environ.clear()
         os.environ.update(saved_env)
-    return Rendered(stack=stack, resources=monitor.registered, outputs=outputs,
-                    secret_outputs=secret_outputs, namespace=namespace)
-
-
-async def _resolve_exports(exports: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
-    values: dict[str, Any] = {}
-    secret: set[str] = set()
-    for name, value in exports.items():
-        out = pulumi.Output.from_input(value)
-        values[name] = await out.future()
-        if await out.is_secret():
-            secret.add(name)
-    return values, secret
 
 
 @lru_cache(maxsize=1)

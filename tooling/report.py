@@ -1,6 +1,10 @@
-"""`make render STACK=prod`: a credential-free Markdown summary of a stack.
+"""A credential-free Markdown summary of a stack, rendered under Pulumi mocks.
 
-The stack is rendered under Pulumi mocks (tooling/render.py: the same harness the unit
+    python -m tooling.report --stack prod                # or: make render STACK=prod
+    python -m tooling.report --stack prod --base none    # no comparison with a base ref
+    edgefabric-render --stack prod                       # the same, as the console script
+
+The stack is rendered under Pulumi mocks (tooling.render: the same harness the unit
 tests use) and summarised in `.render/<stack>.md`:
 - resources by tier and type;
 - the change against the base branch's render: the base ref's files are exported with
@@ -10,7 +14,9 @@ tests use) and summarised in `.render/<stack>.md`:
   the enforcement levels of policies/config/<stack>.json;
 - the failover weight plan per user region, healthy and with each cloud down.
 
-Secret inputs are never written: they appear as `[secret]`.
+Secret inputs are never written: they appear as `[secret]`. Progress goes to stderr (a
+status line per step); stdout gets one summary line, or, with the internal `--emit-json`
+used for the base render, nothing but the JSON.
 
 Exit status: 0 when rendered (policy violations are reported, not fatal, unless
 `--fail-on-mandatory`), 1 when the stack cannot be rendered.
@@ -24,10 +30,15 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "[secret]"
@@ -76,13 +87,16 @@ def render_base(ref: str, stack: str) -> tuple[list[dict[str, Any]] | None, str]
         subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
         if not (Path(tmp) / f"Pulumi.{stack}.yaml").exists():
             return [], f"`{ref}` ({commit[:10]}) has no Pulumi.{stack}.yaml: everything is new"
-        # The base renders with its own harness and program: the layout may differ from ours.
-        script = next((Path(tmp) / s for s in ("tooling/report.py", "scripts/render.py")
-                       if (Path(tmp) / s).exists()), None)
-        if script is None:
+        # The base renders with its own harness and program, in a fresh interpreter whose
+        # imports resolve in the base tree (PYTHONPATH and cwd): its layout may differ from ours.
+        if (Path(tmp) / "tooling" / "report.py").exists():
+            command = ["-m", "tooling.report"]
+        elif (Path(tmp) / "scripts" / "render.py").exists():  # before the move to tooling/
+            command = [str(Path(tmp) / "scripts" / "render.py")]
+        else:
             return None, f"`{ref}` ({commit[:10]}) has no report script to render with"
         proc = subprocess.run(
-            [sys.executable, str(script), "--emit-json", "--root", tmp, "--stack", stack],
+            [sys.executable, *command, "--emit-json", "--root", tmp, "--stack", stack],
             capture_output=True, text=True, cwd=tmp,
             env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": tmp},
         )
@@ -132,7 +146,7 @@ def flatten(value: Any, path: str = "") -> dict[str, Any]:
 
 
 def _short(value: Any) -> str:
-    # The monitor's inputs come through protobuf: every number is a float.
+    # Inputs reach the mocks through protobuf: every number is a float.
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     text = json.dumps(value) if not isinstance(value, str) else value
@@ -141,11 +155,14 @@ def _short(value: Any) -> str:
 
 
 def diff(base: list[dict[str, Any]], head: list[dict[str, Any]]) -> dict[str, Any]:
-    """Added, removed and changed resources (by URN), with the changed input paths."""
+    """Added, removed and changed resources (by URN), with the changed input paths.
+
+    A null input is no input (the engine drops nulls), so `None` and absent compare equal:
+    harnesses that keep nulls and ones that drop them render the same change set."""
     b, h = {r["urn"]: r for r in base}, {r["urn"]: r for r in head}
     changed = []
     for urn in sorted(set(b) & set(h)):
-        fb, fh = flatten(b[urn]["inputs"]), flatten(h[urn]["inputs"])
+        fb, fh = _present(flatten(b[urn]["inputs"])), _present(flatten(h[urn]["inputs"]))
         paths = []
         for path in sorted(set(fb) | set(fh)):
             if fb.get(path) == fh.get(path):
@@ -161,6 +178,10 @@ def diff(base: list[dict[str, Any]], head: list[dict[str, Any]]) -> dict[str, An
         "removed": [b[u] for u in sorted(set(b) - set(h))],
         "changed": changed,
     }
+
+
+def _present(flat: dict[str, Any]) -> dict[str, Any]:
+    return {path: value for path, value in flat.items() if value is not None}
 
 
 # ------------------------------------------------------------------ policies
@@ -203,7 +224,8 @@ def weight_plan(stack_file: Path) -> list[str]:
         c for c in CLOUDS if c in enabled and c not in strat.order)
     rules = tuple(RegionRule(r.name, tuple(r.regions), r.cloud, r.weight) for r in cfg.routing.rules)
     strategy = Strategy(order=order, replication=strat.replication, failover=strat.failover)
-    scenarios = [("all healthy", {})] + [(f"{c} down", {c: False}) for c in order]
+    scenarios: list[tuple[str, dict[str, bool]]] = [("all healthy", {})]
+    scenarios += [(f"{c} down", {c: False}) for c in order]
     plans = [(label, plan(PlanInput(strategy, rules, cfg.routing.default_weight, health))) for label, health in scenarios]
     region_answer = {region: next((r.name for r in rules if region in r.regions), "default")
                      for region in USER_REGIONS}
@@ -288,6 +310,18 @@ def default_base() -> str:
     return "main"
 
 
+@contextmanager
+def _step(console: Console, what: str) -> Iterator[Callable[[], str]]:
+    """A status spinner while the block runs; yields a function giving the time it took."""
+    start = time.perf_counter()
+    end: list[float] = []
+    with console.status(what + "…"):
+        try:
+            yield lambda: f"{(end[0] if end else time.perf_counter()) - start:.1f} s"
+        finally:
+            end.append(time.perf_counter())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stack", required=True)
@@ -299,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    if args.emit_json:  # the base render, in its own interpreter and tree
+    if args.emit_json:  # the base render, in its own interpreter and tree: stdout is the JSON only
         print(json.dumps(render_resources(args.root.resolve(), args.stack), default=str))
         return 0
 
@@ -309,22 +343,45 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from edgefabric.config import ConfigError
 
+    # Progress on stderr: a spinner while a step runs (on a terminal), then one line per step.
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    stack = escape(args.stack)
     try:
-        head = render_resources(ROOT, args.stack)
+        with _step(console, f"rendering [bold]{stack}[/] under mocks") as took:
+            head = render_resources(ROOT, args.stack)
     except ConfigError as exc:
         print(f"render: {exc}", file=sys.stderr)
         return 1
+    resources = sum(1 for r in head if r["type"] != "pulumi:pulumi:Stack")
+    console.print(f"[green]✓[/] rendered {stack}: {resources} resources ({took()})")
+
     base_ref = args.base or default_base()
-    base, note = (None, "comparison skipped (--base none)") if base_ref == "none" else render_base(base_ref, args.stack)
-    config, config_path = policy_config(args.stack)
-    policies, report = run_policies(head, config)
+    if base_ref == "none":
+        base, note = None, "comparison skipped (--base none)"
+        console.print("[dim]-[/] base: comparison skipped (--base none)")
+    else:
+        with _step(console, f"rendering the base [bold]{escape(base_ref)}[/] in a fresh interpreter") as took:
+            base, note = render_base(base_ref, args.stack)
+        if base is None:
+            console.print(f"[yellow]![/] base not compared: {escape(note)}")
+        else:
+            console.print(f"[green]✓[/] rendered the base {escape(note)}: "
+                          f"{sum(1 for r in base if r['type'] != 'pulumi:pulumi:Stack')} resources ({took()})")
+
+    with _step(console, "evaluating the policy pack") as took:
+        config, config_path = policy_config(args.stack)
+        policies, report = run_policies(head, config)
+    mandatory = len(report.mandatory())
+    mark = "[red]x[/]" if mandatory else "[yellow]![/]" if report.violations else "[green]✓[/]"
+    console.print(f"{mark} policies at {escape(config_path)} levels: {len(report.violations)} violation(s), "
+                  f"{mandatory} mandatory ({took()})")
+
     text = markdown(args.stack, head, base, note, policies, report, config_path, weight_plan(stack_file))
     out = args.out or ROOT / ".render" / f"{args.stack}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    resources = sum(1 for r in head if r["type"] != "pulumi:pulumi:Stack")
     print(f"render: wrote {out} ({resources} resources, {len(report.violations)} policy violation(s), "
-          f"{len(report.mandatory())} mandatory)")
+          f"{mandatory} mandatory)")
     if args.fail_on_mandatory and report.mandatory():
         return 1
     return 0

@@ -9,9 +9,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from tests.kits.engine import LocalPorts, copy_project, local_env, pick_local_ports
 
 from devenv.anvil import rpc_call
+from tests.kits.engine import LocalPorts, copy_project, local_env, pick_local_ports
 
 
 def _health(url: str) -> int:

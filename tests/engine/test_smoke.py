@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from tests.kits.engine import REPO, Engine, EngineCommandError, resources_of_type, steps_by_op
 
 PROGRAM = textwrap.dedent(

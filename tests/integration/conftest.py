@@ -20,14 +20,14 @@ from pathlib import Path
 
 import dns.resolver
 import pytest
+from web3 import Web3
 
+from devenv.anvil import AnvilProcess, start_anvil
 from devenv.endpoints import DEFAULT_IPS, LocalEndpoints, free_common_port
 from devenv.powerdns import PowerDnsServer, PowerDnsSettings, free_port, start_powerdns
-from tests.fakes import azure_tm, gcp_dns
-from web3 import Web3
-from devenv.anvil import AnvilProcess, start_anvil
 from edgefabric.chain.client import ChainClient, connect, load_account
 from edgefabric.chain.registry import Registry, load_artifact
+from tests.fakes import azure_tm, gcp_dns
 from tests.kits.registry import Deployed
 
 ZONE = "edgefabric.test."

@@ -3,7 +3,6 @@ delivery tooling (workflows, render, promote-check)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,10 +9,10 @@ from typing import Any
 
 import pulumi
 import pytest
-from tests.kits.policy import NOT_APPLICABLE, check, run, stack_args
 
 from policies.rules import clusters, placement, registry, secrets, tags, traffic, workloads
 from policies.rules.runtime import secret
+from tests.kits.policy import NOT_APPLICABLE, check, run, stack_args
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 K8S_LABELS = {
@@ -88,7 +88,7 @@ def test_required_labels_not_applicable_to_untaggable_types() -> None:
 
 
 def test_label_keys_match_components_labels() -> None:
-    from components import labels
+    from edgefabric.tiers import labels
 
     assert tags.CLOUD_TAG_KEYS == labels.TAG_KEYS
     assert tags.K8S_LABEL_KEYS == labels.K8S_LABEL_KEYS

@@ -8,15 +8,14 @@ a deliberately bad setting fails, and the engine names the policy.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-
 from tests.kits.engine import Engine, copy_project, ensure_engine, pick_local_ports
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.engine
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from edgefabric.config import raw_from_stack_file
-from tooling.render import Rendered, render, render_stack_file
 from policies.rules import ALL_POLICIES, registry, traffic
 from policies.rules.runtime import Report, Resource, evaluate, secret
+from tooling.render import Rendered, render, render_stack_file
 
 ROOT = Path(__file__).resolve().parents[2]
 

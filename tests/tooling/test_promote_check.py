@@ -1,4 +1,4 @@
-"""`make promote-check FROM=... TO=...`: tooling/promote_check.py on shipped and edited stacks."""
+"""`make promote-check FROM=... TO=...`: `python -m tooling.promote_check` on shipped and edited stacks."""
 
 from __future__ import annotations
 
@@ -13,12 +13,11 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "tooling" / "promote_check.py"
 
 
 def promote(src: str, dst: str, root: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(SCRIPT), "--from", src, "--to", dst, "--root", str(root)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "tooling.promote_check", "--from", src, "--to", dst,
+                           "--root", str(root)], cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize(("src", "dst"), [("dev", "staging"), ("staging", "prod")])

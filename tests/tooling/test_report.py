@@ -1,7 +1,8 @@
-"""`make render`: tooling/report.py on a throwaway git repository with a base commit."""
+"""`make render`: `python -m tooling.report` on a throwaway git repository with a base commit."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -10,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-
 from tooling import report as render_script
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SKIP = shutil.ignore_patterns("venv", ".git", "node_modules", ".tools", ".pulumi-home", ".state", ".local-env",
                               ".render", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis", "tests")
@@ -43,7 +44,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_render(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(repo / "tooling" / "report.py"), *args], cwd=repo,
+    # -m from the copy: its own tooling, package and program, not the tree under test's.
+    return subprocess.run([sys.executable, "-m", "tooling.report", *args], cwd=repo,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -72,6 +74,18 @@ def test_render_without_a_base(repo: Path) -> None:
     proc = run_render(repo, "--stack", "dev", "--base", "no-such-ref", "--out", str(repo / "x.md"))
     assert proc.returncode == 0, proc.stderr
     assert "Not compared: base ref `no-such-ref` does not exist here." in (repo / "x.md").read_text()
+    # One summary line on stdout; the steps went to stderr.
+    assert proc.stdout.startswith(f"render: wrote {repo / 'x.md'} (") and proc.stdout.count("\n") == 1
+    assert "rendered dev:" in proc.stderr and "base not compared" in proc.stderr
+
+
+def test_emit_json_prints_nothing_but_the_json(repo: Path) -> None:
+    """What the base render reads: stdout must parse as JSON whatever else the run logs."""
+    proc = run_render(repo, "--emit-json", "--root", str(repo), "--stack", "local")
+    assert proc.returncode == 0, proc.stderr
+    resources = json.loads(proc.stdout)
+    assert resources[0]["type"] == "pulumi:pulumi:Stack"
+    assert {"urn", "type", "name", "parent", "inputs", "secretInputs", "rawInputs"} <= set(resources[1])
 
 
 def test_render_fails_on_unknown_stack(repo: Path) -> None:
@@ -91,3 +105,10 @@ def test_diff_reports_added_removed_and_changed_inputs() -> None:
     (res, paths), = d["changed"]
     assert res["name"] == "a"
     assert paths == [("__provider", "(dynamic provider code)", "(changed)"), ("spec.replicas", 2, 3)]
+
+
+def test_diff_treats_a_null_input_as_no_input() -> None:
+    """A base rendered by a harness that kept nulls shows no change against one that drops them."""
+    base = [{"urn": "u1", "type": "t", "name": "a", "inputs": {"spec": {"cidrs": None, "n": 1}}}]
+    head = [{"urn": "u1", "type": "t", "name": "a", "inputs": {"spec": {"n": 1}}}]
+    assert render_script.diff(base, head)["changed"] == []

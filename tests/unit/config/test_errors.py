@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from edgefabric.config import ConfigError, load_config, raw_from_stack_file
-from tooling.render import render
+from tooling.render import last_registrations, render
 
 ROOT = Path(__file__).resolve().parents[3]
 DEV = raw_from_stack_file(ROOT / "Pulumi.dev.yaml")
@@ -147,11 +147,8 @@ def test_bad_config_registers_nothing() -> None:
     _set(["healthCheck", "timeoutS"], 99)(raw)
     with pytest.raises(ConfigError, match=r"edgefabric:healthCheck.timeoutS = 99"):
         render(raw, stack="dev")
-    from pulumi.runtime import settings
-
-    monitor = settings.SETTINGS.monitor
-    registered = [r for r in monitor.registered if r.type != "pulumi:pulumi:Stack"]
-    assert registered == [], f"registered before failing: {[r.urn for r in registered]}"
+    registered = last_registrations()
+    assert registered == [], f"registered before failing: {[f'{r.type}::{r.name}' for r in registered]}"
 
 
 def test_every_problem_is_reported_at_once() -> None:

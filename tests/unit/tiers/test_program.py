@@ -6,7 +6,7 @@ from collections import Counter
 
 from edgefabric.config import StackConfig
 from edgefabric.tiers.labels import K8S_LABEL_KEYS, TAG_KEYS
-from tooling.render import Rendered
+from tooling.render import Rendered, resolve
 
 COMPONENT_PREFIX = "edgefabric:"
 # Types whose tags/labels input we can check, and where the tags live in the inputs.
@@ -107,9 +107,7 @@ def test_kubeconfig_outputs_are_secret(stack: tuple[StackConfig, Rendered]) -> N
     cfg, rendered = stack
     assert "kubeconfigs" in rendered.secret_outputs
     for cloud, core in rendered.namespace["cores"].items():
-        from pulumi.runtime.sync_await import _sync_await
-
-        assert _sync_await(core.kubeconfig.is_secret()), f"{rendered.stack}: {cloud} kubeconfig is not secret"
+        assert resolve(core.kubeconfig).secret, f"{rendered.stack}: {cloud} kubeconfig is not secret"
     k8s_providers = rendered.of_type("pulumi:providers:kubernetes")
     assert all("kubeconfig" in p.secret_inputs for p in k8s_providers), "a kubeconfig went in plain"
     assert len(k8s_providers) == len(cfg.clouds.provisioned) + sum(

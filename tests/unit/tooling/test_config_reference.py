@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
-
+from edgefabric.config import TOP_LEVEL_KEYS
 from tooling import config_reference
 
-from edgefabric.config import TOP_LEVEL_KEYS
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_readme_config_reference_matches_models() -> None:
