@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
 from typing import Annotated, Literal, Union
 from urllib.parse import urlparse
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-from edgefabric.errors import NAMESPACE, ConfigError  # noqa: F401 - re-exported
 from edgefabric.config.vocab import CLOUDS, USER_REGIONS, Cloud
-
-
+from edgefabric.errors import NAMESPACE, ConfigError  # noqa: F401 - re-exported
 
 _DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 DnsLabel = Annotated[str, Field(pattern=_DNS_LABEL)]

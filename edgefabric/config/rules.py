@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from edgefabric.errors import Problem
 from edgefabric.config.models import (
     EdgeSite,
     StackConfig,
@@ -17,6 +16,7 @@ from edgefabric.config.models import (
     cpu_cores,
     memory_mb,
 )
+from edgefabric.errors import Problem
 
 
 def _dupes(items: Iterable[str]) -> list[tuple[int, str]]:
