@@ -9,7 +9,7 @@ TO    ?= staging
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k failover -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: help setup contracts contracts-toolchain engine pdns demo test test-unit lint render promote-check local-env-up local-env-down bench bench-render bench-registry bench-failover clean
+.PHONY: help setup contracts contracts-toolchain engine pdns k8s k8s-provider demo test test-unit lint render promote-check local-env-up local-env-down bench bench-render bench-registry bench-failover clean
 
 help:
 	@echo "make demo           real 'pulumi up' of the local stack, then a live failover"
@@ -17,6 +17,7 @@ help:
 	@echo "make setup          venv from requirements.txt (cached, idempotent)"
 	@echo "make contracts      solc + anvil from npm, compile contracts/build/ServiceRegistry.json"
 	@echo "make engine         build the Pulumi CLI from Go modules into .tools/bin (cached)"
+	@echo "make k8s            etcd + Kubernetes control-plane binaries and kwok from Go modules (cached)"
 	@echo "make lint           ruff, mypy, the README config reference"
 	@echo "make render STACK=prod            Markdown summary of a stack rendered under mocks"
 	@echo "make promote-check FROM=dev TO=staging   schema check between two stack configs"
@@ -39,10 +40,20 @@ engine:
 pdns:
 	@scripts/bootstrap.sh pdns
 
+# Local Kubernetes control planes: Debian's etcd, and kube-apiserver, kube-controller-manager,
+# kube-scheduler and kwok built from Go modules (cached; ~12 min cold on 2 cores).
+k8s:
+	@scripts/bootstrap.sh k8s
+	@tools/kubernetes/build.sh
+
+# The Kubernetes provider plugin from Go modules (cached; ~10 min cold on 2 cores).
+k8s-provider: engine
+	@tools/pulumi-kubernetes/build.sh
+
 demo: setup contracts-toolchain engine pdns
 	@$(PY) scripts/demo.py
 
-test: setup contracts-toolchain engine pdns
+test: setup contracts-toolchain engine pdns k8s
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup

@@ -4,6 +4,7 @@
 #   scripts/bootstrap.sh venv        Python venv from requirements.txt (one resolution)
 #   scripts/bootstrap.sh contracts   solc-js + anvil from the npm registry (npm ci)
 #   scripts/bootstrap.sh pdns        PowerDNS + sqlite backend (+ shellcheck) from Debian packages
+#   scripts/bootstrap.sh k8s         etcd-server from Debian packages (local Kubernetes control planes)
 #   scripts/bootstrap.sh all
 #
 # Expensive results live in ${EDGEFABRIC_CACHE:-~/.cache/edgefabric}, outside the clone,
@@ -77,10 +78,27 @@ pdns() {
   fi
 }
 
+k8s() {
+  # Debian's etcd for the local Kubernetes control planes (devenv/kubernetes.py); the Kubernetes
+  # binaries themselves are built from Go modules by tools/kubernetes/build.sh (cached).
+  if ! command -v etcd >/dev/null 2>&1 && [ ! -x /usr/bin/etcd ]; then
+    say "installing etcd-server from Debian packages"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"   # a laptop: apt needs root
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    # policy-rc.d exit 101 keeps apt from starting a system-wide etcd on port 2379.
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null && $sudo chmod +x /usr/sbin/policy-rc.d
+    $sudo apt-get install -y -qq etcd-server >/dev/null
+    $sudo rm -f /usr/sbin/policy-rc.d
+  fi
+}
+
 case "${1:-all}" in
   venv) venv ;;
   contracts) contracts ;;
   pdns) pdns ;;
-  all) venv; contracts; pdns ;;
-  *) echo "usage: $0 venv|contracts|pdns|all" >&2; exit 2 ;;
+  k8s) k8s ;;
+  all) venv; contracts; pdns; k8s ;;
+  *) echo "usage: $0 venv|contracts|pdns|k8s|all" >&2; exit 2 ;;
 esac
