@@ -21,7 +21,9 @@ export PULUMI_HOME="${PULUMI_HOME:-$_ef_repo/.pulumi-home}"
 export PULUMI_BACKEND_URL="${PULUMI_BACKEND_URL:-file://$_ef_repo/.state}"
 export PULUMI_SKIP_UPDATE_CHECK=true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
-mkdir -p "$PULUMI_HOME" "${PULUMI_BACKEND_URL#file://}"
+mkdir -p "$PULUMI_HOME"
+# Only a file backend is a directory here; s3://, azblob://, gs:// are made by their owners.
+case "$PULUMI_BACKEND_URL" in file://*) mkdir -p "${PULUMI_BACKEND_URL#file://}" ;; esac
 case ":$PATH:" in
   *":$_ef_repo/.tools/bin:"*) ;;
   *) export PATH="$_ef_repo/.tools/bin:$PATH" ;;
