@@ -16,10 +16,11 @@ from edgefabric.tiers.traffic import GlobalTraffic, GlobalTrafficArgs
 cfg = read_stack_config()
 
 # Each tier gets only its slice of the config. Component names are the logical names they
-# always had (the cloud, the region, the site): URNs do not change.
+# always had (the cloud, the region, the site): URNs do not change. A cloud that brings its
+# cluster (`clouds.<cloud>.cluster`) has no size: its core deploys onto that cluster.
 cores = {
     cloud: CloudCore(cloud, CloudCoreArgs(
-        cloud=cloud, cluster=cfg.core.clusters[cloud], services=cfg.core.services,
+        cloud=cloud, size=cfg.core.clusters.get(cloud), services=cfg.core.services,
         settings=cfg.clouds.get(cloud), environment=cfg.environment, tags=cfg.tags))
     for cloud in cfg.clouds.provisioned
 }
@@ -76,7 +77,8 @@ if cfg.dns is not None:
         health_check=cfg.health_check, addresses=ingress, environment=cfg.environment, tags=cfg.tags,
         health_urls={cloud: ep.health_url for cloud in cfg.clouds.enabled
                      if (ep := cfg.clouds.get(cloud).ingress) is not None and ep.health_url},
-        providers={cloud: core.provider for cloud, core in cores.items()},
+        # Clouds on an existing cluster have no cloud provider (and so no native checkers).
+        providers={cloud: core.provider for cloud, core in cores.items() if core.provider is not None},
     ))
     pulumi.export("dnsRecord", cfg.dns.record_name)
     pulumi.export("dnsWeights", traffic.plan)

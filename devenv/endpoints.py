@@ -10,10 +10,14 @@ answer's IP tells which cloud it points at. Per endpoint:
 - `stop(cloud)` kills the process (connection refused), `start(cloud)` brings
   it back. Pid files in `data_dir` let any process stop them.
 
+With `tls_cert` and `tls_key` (PEM files) every endpoint speaks https instead, with that
+certificate, so probes can check TLS the way they do against the clouds.
+
     eps = LocalEndpoints(data_dir, port=free_port())
     eps.start_all(); eps.set_healthy("aws", False); eps.stop("gcp"); eps.stop_all()
 
 Run one directly: python -m devenv.endpoints serve --cloud aws --ip 127.0.1.1 --port 8080 --control FILE
+[--tls-cert CERT.pem --tls-key KEY.pem]
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -66,6 +71,9 @@ class LocalEndpoints:
     data_dir: Path
     port: int
     ips: dict[str, str] | None = None
+    # https: the certificate chain and key every endpoint serves (PEM files).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -89,8 +97,12 @@ class LocalEndpoints:
     def address(self, cloud: str) -> str:
         return self._ip(cloud)
 
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
+
     def health_url(self, cloud: str) -> str:
-        return f"http://{self._ip(cloud)}:{self.port}/health"
+        return f"{self.scheme}://{self._ip(cloud)}:{self.port}/health"
 
     def clouds(self) -> list[str]:
         assert self.ips is not None
@@ -131,7 +143,8 @@ class LocalEndpoints:
         env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         proc = subprocess.Popen(
             [sys.executable, "-m", "devenv.endpoints", "serve", "--cloud", cloud, "--ip", ip,
-             "--port", str(self.port), "--control", str(self.control_file(cloud))],
+             "--port", str(self.port), "--control", str(self.control_file(cloud)),
+             *(["--tls-cert", str(self.tls_cert), "--tls-key", str(self.tls_key)] if self.tls_cert else [])],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
         )  # fmt: skip
         log.close()
@@ -225,8 +238,36 @@ def _handler(cloud: str, control: Path) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve(cloud: str, ip: str, port: int, control: Path) -> None:
-    server = ThreadingHTTPServer((ip, port), _handler(cloud, control))
+class _TlsServer(ThreadingHTTPServer):
+    """https: the handshake runs in the request's own thread, so a slow or failing client
+    never holds up the accept loop."""
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext) -> None:
+        super().__init__(address, handler)
+        self.tls = tls
+
+    def finish_request(self, request, client_address) -> None:
+        try:
+            tls_request = self.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return  # the client rejected our certificate, or went away: its probe says why
+        try:
+            super().finish_request(tls_request, client_address)
+        finally:
+            self.shutdown_request(tls_request)  # the TLS socket owns the connection now
+
+    def handle_error(self, request, client_address) -> None:
+        return
+
+
+def serve(cloud: str, ip: str, port: int, control: Path,
+          tls_cert: Path | None = None, tls_key: Path | None = None) -> None:
+    if tls_cert is not None:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(tls_cert, tls_key)
+        server: ThreadingHTTPServer = _TlsServer((ip, port), _handler(cloud, control), tls)
+    else:
+        server = ThreadingHTTPServer((ip, port), _handler(cloud, control))
     server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
@@ -245,8 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--ip", required=True)
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--control", type=Path, required=True)
+    s.add_argument("--tls-cert", type=Path, help="serve https with this certificate chain (PEM)")
+    s.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
     args = parser.parse_args(argv)
-    serve(args.cloud, args.ip, args.port, args.control)
+    serve(args.cloud, args.ip, args.port, args.control, args.tls_cert, args.tls_key)
     return 0
 
 

@@ -206,6 +206,10 @@ class ClusterSpec:
     flavor: str = "generic"
     region: str = ""
     lb_pool: str | None = None  # IP pool for azure/gcp/generic; None: the flavor's default
+    # More arguments and environment for the LoadBalancer controller (e.g. aws: `--dns-api`,
+    # `--dns-address`, with the API key in the environment, never in the arguments).
+    lb_args: tuple[str, ...] = ()
+    lb_env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -824,6 +828,8 @@ class LocalCluster:
             cmd += ["--region", self.spec.region]
         if self.spec.lb_pool:
             cmd += ["--pool", self.spec.lb_pool]
+        cmd += list(self.spec.lb_args)
+        env.update(self.spec.lb_env)
         # A bad flavor or pool fails here, not in the child's log.
         loadbalancer.scheme_for(self.spec.flavor, self.spec.name, self.spec.region, self.spec.lb_pool)
         self._run("loadbalancer", cmd, env)
@@ -895,6 +901,11 @@ class LocalCluster:
     def rss_bytes(self) -> dict[str, int]:
         """Resident memory of each running component (from /proc)."""
         return {c: _rss(pid) for c, pid in self.pids.items() if alive(pid)}
+
+
+def process_rss(pid: int) -> int:
+    """Resident memory of one process in bytes (from /proc); 0 when it is gone."""
+    return _rss(pid)
 
 
 def _rss(pid: int) -> int:

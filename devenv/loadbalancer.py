@@ -2,7 +2,9 @@
 way each cloud's own controller does, by writing `status.loadBalancer.ingress`:
 
 - aws:   a hostname only, shaped like an NLB's
-         (`k8s-<namespace>-<name>-<hash>-<hash>.elb.<region>.amazonaws.com`; it does not resolve);
+         (`k8s-<namespace>-<name>-<hash>-<hash>.elb.<region>.amazonaws.com`); it resolves only where
+         the controller is given a local PowerDNS (`HostnameRecords`): it then publishes an A record
+         for each name, pointing at one loopback address, before the Service reports it;
 - azure: an IP from the cluster's pool (default 127.0.2.0/24);
 - gcp:   an IP from the cluster's pool (default 127.0.3.0/24);
 - generic: an IP from 127.0.4.0/24.
@@ -15,7 +17,8 @@ Run it as a thread (`LoadBalancerController(api, scheme).start_thread()`) or as 
 is how devenv/kubernetes.py runs it next to each cluster:
 
     python -m devenv.loadbalancer --server https://127.0.0.1:6443 --ca ca.crt --cert c.crt --key c.key \\
-        --cluster aws --flavor aws --region us-east-1
+        --cluster aws --flavor aws --region us-east-1 \\
+        [--dns-api http://127.0.0.1:18081 --dns-address 127.0.1.1]   # key: $EDGEFABRIC_LB_DNS_API_KEY
 
 Engine-free: never import pulumi here.
 """
@@ -28,6 +31,7 @@ import hashlib
 import ipaddress
 import json
 import logging
+import os
 import re
 import signal
 import socket
@@ -52,6 +56,9 @@ DEFAULT_REGIONS: dict[str, str] = {
     "generic": "local",
 }
 LOOPBACK_NET = ipaddress.IPv4Network("127.0.0.0/8")
+
+# The PowerDNS API key for `--dns-api` comes from the environment, never from the command line.
+DNS_API_KEY_ENV = "EDGEFABRIC_LB_DNS_API_KEY"
 
 log = logging.getLogger("devenv.loadbalancer")
 
@@ -141,6 +148,41 @@ def _in_pool(pool: ipaddress.IPv4Network, ip: str) -> bool:
         return False
 
 
+# ------------------------------------------------------------------------ hostnames in DNS
+
+
+def hostname_zone(region: str) -> str:
+    """The zone an aws cluster's load-balancer hostnames live in: `elb.<region>.amazonaws.com.`."""
+    return f"elb.{region}.amazonaws.com."
+
+
+@dataclass(frozen=True)
+class HostnameRecords:
+    """Makes aws load-balancer hostnames resolve: an A record per name in a local PowerDNS
+    (the zone `hostname_zone(region)` must exist there), all pointing at `address`."""
+
+    api_url: str
+    api_key: str
+    zone: str
+    address: str
+    ttl: int = 5
+
+    def _patch(self, rrset: dict[str, Any]) -> None:
+        url = f"{self.api_url.rstrip('/')}/api/v1/servers/localhost/zones/{self.zone}"
+        with requests.Session() as session:
+            session.trust_env = False  # loopback only, never a proxy
+            resp = session.patch(url, json={"rrsets": [rrset]}, headers={"X-API-Key": self.api_key}, timeout=5)
+        if resp.status_code not in (200, 204):
+            raise KubernetesError(f"PowerDNS {url}: HTTP {resp.status_code}: {resp.text[:300]}")
+
+    def publish(self, hostname: str) -> None:
+        self._patch({"name": hostname.rstrip(".") + ".", "type": "A", "ttl": self.ttl, "changetype": "REPLACE",
+                     "records": [{"content": self.address, "disabled": False}]})
+
+    def withdraw(self, hostname: str) -> None:
+        self._patch({"name": hostname.rstrip(".") + ".", "type": "A", "changetype": "DELETE"})
+
+
 # ------------------------------------------------------------------------------ the controller
 
 
@@ -161,11 +203,14 @@ class LoadBalancerController:
     """List, then watch, Services; write each LoadBalancer Service's ingress. Re-lists on any
     watch error (410 Gone, a restarted apiserver) after a short pause."""
 
-    def __init__(self, api: KubeApi, scheme: LoadBalancerScheme, watch_timeout_s: int = 60) -> None:
+    def __init__(self, api: KubeApi, scheme: LoadBalancerScheme, watch_timeout_s: int = 60,
+                 records: HostnameRecords | None = None) -> None:  # fmt: skip
         self.api = api
         self.scheme = scheme
         self.watch_timeout_s = watch_timeout_s
+        self.records = records if scheme.uses_hostname else None
         self.assigned: dict[str, str] = {}  # namespace/name -> pool IP
+        self.published: set[str] = set()  # hostnames with an A record
         self._stop = threading.Event()
         self._resp: requests.Response | None = None
         self._thread: threading.Thread | None = None
@@ -178,6 +223,7 @@ class LoadBalancerController:
         if not _ours(svc):
             self.assigned.pop(key, None)
             if current and (svc.get("spec") or {}).get("type") != "LoadBalancer":
+                self._withdraw(current)
                 self._patch(meta["namespace"], meta["name"], None)
                 return True
             return False
@@ -187,6 +233,14 @@ class LoadBalancerController:
         )
         if want and "ip" in want[0]:
             self.assigned[key] = want[0]["ip"]
+        hostname = want[0].get("hostname") if want else None
+        if self.records is not None and hostname and hostname not in self.published:
+            # Before the Service reports the name: whoever reads it can resolve it at once.
+            try:
+                self.records.publish(hostname)
+                self.published.add(hostname)
+            except (KubernetesError, requests.RequestException) as exc:
+                log.error("%s: A record for %s: %s (retried at the next re-list)", key, hostname, exc)
         if [dict(e) for e in current] == want:
             return False
         self._patch(meta["namespace"], meta["name"], want)
@@ -195,6 +249,20 @@ class LoadBalancerController:
 
     def forget(self, svc: Mapping[str, Any]) -> None:
         self.assigned.pop(_key(svc), None)
+        self._withdraw(_ingress(svc))
+
+    def _withdraw(self, ingress: list[Mapping[str, Any]]) -> None:
+        """A deleted load balancer's name stops resolving, as on AWS."""
+        if self.records is None:
+            return
+        for entry in ingress:
+            hostname = entry.get("hostname")
+            if hostname:
+                try:
+                    self.records.withdraw(hostname)
+                except (KubernetesError, requests.RequestException) as exc:
+                    log.error("A record for %s: %s", hostname, exc)
+                self.published.discard(hostname)
 
     def _patch(self, namespace: str, name: str, ingress: list[dict[str, str]] | None) -> None:
         body = {"status": {"loadBalancer": {"ingress": ingress}}}
@@ -207,6 +275,7 @@ class LoadBalancerController:
         items = sorted(listed.get("items", []), key=lambda s: s["metadata"].get("creationTimestamp", ""))
         # IPs already handed out stay where they are: claim them before anything new is picked.
         self.assigned = {}
+        self.published = set()  # (re)publish every name: the DNS data may be newer or gone
         for svc in items:
             if _ours(svc) and self.scheme.pool is not None:
                 for entry in _ingress(svc):
@@ -316,10 +385,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flavor", choices=FLAVORS, required=True)
     parser.add_argument("--region", default="")
     parser.add_argument("--pool", default=None, help="loopback CIDR for IPs (azure/gcp/generic)")
+    parser.add_argument("--dns-api", default=None,
+                        help=f"aws: a PowerDNS API (http://127.0.0.1:<port>) to publish each hostname in, "
+                             f"its key in ${DNS_API_KEY_ENV}")
+    parser.add_argument("--dns-address", default=None, help="aws: the loopback address the hostnames resolve to")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     scheme = scheme_for(args.flavor, args.cluster, args.region, args.pool)
-    controller = LoadBalancerController(KubeApi(args.server, args.ca, args.cert, args.key), scheme)
+    records = None
+    if args.dns_api:
+        if not args.dns_address:
+            parser.error("--dns-api needs --dns-address")
+        address = ipaddress.ip_address(args.dns_address)
+        if address not in LOOPBACK_NET:
+            parser.error(f"--dns-address {address} is not inside {LOOPBACK_NET}")
+        records = HostnameRecords(args.dns_api, os.environ.get(DNS_API_KEY_ENV, ""),
+                                  hostname_zone(scheme.region), str(address))
+    controller = LoadBalancerController(KubeApi(args.server, args.ca, args.cert, args.key), scheme,
+                                        records=records)
 
     def on_term(*_: object) -> None:
         controller.stop(timeout=0)

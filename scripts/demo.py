@@ -2,10 +2,14 @@
 
     venv/bin/python scripts/demo.py [--skip-up] [--samples 200]
 
-1. start the local stand-ins (scripts/local-env up: anvil, PowerDNS, three cloud endpoints);
-2. `pulumi up --stack local --yes` with the engine from .tools/bin (make engine);
-3. print the contract address, the registered service ids, the DNS weights and a sample of
-   answers from PowerDNS, counted by cloud;
+1. start what the stack deploys onto (scripts/local-env up: a local Kubernetes control plane
+   per cloud and one for the edge sites, anvil, PowerDNS, one /health endpoint per cloud);
+2. `pulumi up --stack local --yes` with the engine from .tools/bin (make engine) and the
+   Kubernetes provider plugin (tools/pulumi-kubernetes/build.sh, installed into PULUMI_HOME);
+   the kubeconfigs reach the program through the environment (`local-env env`);
+3. per cluster, the Deployments (available/desired) and Services (with their addresses); then
+   the contract address, the registered service ids, the DNS weights and a sample of answers
+   from PowerDNS, counted by cloud;
 4. fail aws, reconcile once with the failover controller, show the new distribution;
    heal aws, wait out the recovery hold-down, reconcile, show it back;
 5. say what to try next.
@@ -28,6 +32,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
 from devenv.cli import DEFAULT_DIR, DEFAULT_STACK_FILE, LocalEnv
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,12 +51,17 @@ TOKENS = {
 }
 
 
+MANAGED = "app.kubernetes.io/managed-by=edgefabric"
+console = Console()
+
+
 def say(text: str) -> None:
     print(f"\n\033[1m==> {text}\033[0m", flush=True)
 
 
-def engine_env() -> dict[str, str]:
-    """What scripts/engine-env.sh sets, plus the local stack's passphrase."""
+def engine_env(local: LocalEnv) -> dict[str, str]:
+    """What scripts/engine-env.sh sets, the local stack's passphrase, and what the program reads
+    from the environment here (`local-env env`: the kubeconfigs, the resolver)."""
     env = dict(os.environ)
     env.update(
         PULUMI_HOME=env.get("PULUMI_HOME") or str(REPO / ".pulumi-home"),
@@ -58,10 +70,50 @@ def engine_env() -> dict[str, str]:
         PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",
         PULUMI_CONFIG_PASSPHRASE=LOCAL_PASSPHRASE,
         PATH=f"{REPO / '.tools' / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+        # This tree's packages, for the program and the dynamic-provider host.
+        PYTHONPATH=str(REPO),
     )
+    env.update(local.program_env())
     Path(env["PULUMI_HOME"]).mkdir(parents=True, exist_ok=True)
     Path(env["PULUMI_BACKEND_URL"].removeprefix("file://")).mkdir(parents=True, exist_ok=True)
     return env
+
+
+def ensure_k8s_provider(env: Mapping[str, str]) -> None:
+    """The Kubernetes provider plugin in PULUMI_HOME (built from Go modules once, then cached)."""
+    script = REPO / "tools" / "pulumi-kubernetes" / "build.sh"
+    quick = subprocess.run(["bash", str(script), "--check"], env=dict(env), capture_output=True, text=True)
+    if quick.returncode == 0:
+        return
+    log = Path(env["PULUMI_HOME"]) / "pulumi-kubernetes-build.log"
+    with console.status(f"building the Kubernetes provider plugin from Go modules (~10 min cold; log {log})"), \
+            open(log, "w") as out:
+        proc = subprocess.run(["bash", str(script)], env=dict(env), stdout=out, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise SystemExit(f"demo: {script.relative_to(REPO)} failed; see {log}")
+
+
+def print_clusters(local: LocalEnv) -> None:
+    """Per cluster: our Deployments (available/desired) and Services (with their addresses)."""
+    for plan in local.layout.cluster_plans:
+        api = local.cluster(plan).api
+        table = Table(title=f"cluster {plan.name} ({plan.flavor}, {plan.server})", title_justify="left")
+        for column in ("kind", "namespace/name", "ready", "address"):
+            table.add_column(column)
+        for dep in api.get("/apis/apps/v1/deployments", labelSelector=MANAGED).get("items", []):
+            meta, status = dep["metadata"], dep.get("status") or {}
+            desired, available = dep["spec"].get("replicas", 0), status.get("availableReplicas", 0)
+            style = "green" if available == desired else "yellow"
+            table.add_row("Deployment", f"{meta['namespace']}/{meta['name']}",
+                          f"[{style}]{available}/{desired}[/{style}]", "")
+        for svc in api.get("/api/v1/services", labelSelector=MANAGED).get("items", []):
+            meta, spec = svc["metadata"], svc["spec"]
+            points = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+            lb = ", ".join(p.get("hostname") or p.get("ip", "") for p in points)
+            ports = ",".join(str(p["port"]) for p in spec.get("ports") or [])
+            address = f"{lb} (load balancer), {spec.get('clusterIP')}" if lb else str(spec.get("clusterIP"))
+            table.add_row(f"Service {spec.get('type')}", f"{meta['namespace']}/{meta['name']}", f":{ports}", address)
+        console.print(table)
 
 
 def pulumi(env: Mapping[str, str], *args: str, capture: bool = True) -> subprocess.CompletedProcess[str]:
@@ -184,10 +236,13 @@ def describe_event(event: Mapping[str, Any]) -> str:
     return json.dumps({k: v for k, v in event.items() if k != "ts"})[:200]
 
 
-def controller_once(layout_env: LocalEnv, state_file: Path) -> None:
-    """One reconcile of the failover controller (same planner and backends as `pulumi up`)."""
+def controller_once(layout_env: LocalEnv, state_file: Path, ingress: Mapping[str, str]) -> None:
+    """One reconcile of the failover controller (same planner and backends as `pulumi up`), at
+    the clouds' deployed ingress addresses (the aws one a hostname, resolved by the local PowerDNS)."""
     env = dict(os.environ)
     env["EDGEFABRIC_SECRET_POWERDNSAPIKEY"] = layout_env.layout.pdns_api_key
+    env.update(layout_env.program_env())
+    env.update({f"EDGEFABRIC_ENDPOINT_{cloud.upper()}": address for cloud, address in ingress.items()})
     proc = subprocess.run(
         [PYTHON, "-m", "edgefabric.controller.daemon", "--stack", STACK, "--once", "--state-file", str(state_file)],
         cwd=REPO, env=env, text=True, capture_output=True, timeout=300,
@@ -212,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
 
-    say("1/5  local stand-ins: anvil, PowerDNS, three cloud endpoints (scripts/local-env up)")
+    say("1/5  local clusters (aws, azure, gcp, edge), anvil, PowerDNS, cloud endpoints (scripts/local-env up)")
     subprocess.run([PYTHON, "-m", "devenv.cli", "up"], cwd=REPO, check=True)
     local = LocalEnv.load(DEFAULT_DIR, DEFAULT_STACK_FILE)
 
@@ -222,14 +277,20 @@ def main(argv: list[str] | None = None) -> int:
             f"demo: {DEFAULT_STACK_FILE.name} has no `encryptionsalt`: the local stack must ship its secrets "
             f"(deployerKey, powerdnsApiKey) encrypted with the passphrase {LOCAL_PASSPHRASE!r}"
         )
-    env = engine_env()
+    env = engine_env(local)
     say(f"2/5  pulumi up --stack {STACK}  (file backend {env['PULUMI_BACKEND_URL']})")
+    ensure_k8s_provider(env)
     pulumi(env, "stack", "select", STACK, "--create")
     if not args.skip_up:
         forget_state_of_purged_env(env, local)
         pulumi(env, "up", "--yes", "--stack", STACK, "--skip-preview", capture=False)
 
     say("3/5  what was deployed")
+    print_clusters(local)
+    outputs = json.loads(pulumi(env, "stack", "output", "--json", "--stack", STACK).stdout or "{}")
+    ingress = outputs.get("ingress") or {}
+    for cloud, where in sorted(ingress.items()):
+        print(f"  {cloud:<6} ingress {where}  (/health at {local.layout.endpoint_ips.get(cloud)}:{local.layout.endpoint_port})")
     address, services, weights = summary(env)
     print(f"  ServiceRegistry contract   {address or '(none: registry disabled?)'}  on {local.layout.rpc_url}")
     print("  registered services")
@@ -244,27 +305,30 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {local.set_health('aws', healthy=False)}")
     with tempfile.TemporaryDirectory(prefix="edgefabric-demo-") as tmp:
         state_file = Path(tmp) / "controller-state.json"
-        controller_once(local, state_file)
+        controller_once(local, state_file, ingress)
         print(f"  {args.samples} answers after the failover")
         print_sample(sample(local, args.samples), args.samples)
 
         say("     heal aws: it must answer 200 for the whole recovery hold-down before it gets traffic back")
         print(f"  {local.set_health('aws', healthy=True)}")
-        controller_once(local, state_file)  # starts aws's success streak
+        controller_once(local, state_file, ingress)  # starts aws's success streak
         hold = local_hold_down_s()
         print(f"  waiting out the recovery hold-down ({hold:g} s, healthCheck.recoveryHoldDownS)")
         time.sleep(hold)
-        controller_once(local, state_file)
+        controller_once(local, state_file, ingress)
         print(f"  {args.samples} answers after the recovery")
         print_sample(sample(local, args.samples), args.samples)
 
     say(f"5/5  done in {time.monotonic() - started:.0f} s. What to try next")
     print(
         "  . scripts/engine-env.sh && export PULUMI_CONFIG_PASSPHRASE=edgefabric-local\n"
-        "  scripts/local-env status                  what runs where\n"
+        '  eval "$(scripts/local-env env)"           the kubeconfigs and the resolver, for pulumi\n'
+        "  scripts/local-env status                  what runs where: clusters, nodes, kubeconfigs\n"
         "  scripts/local-env fail gcp && pulumi preview --stack local   a health change is a weight change\n"
         "  keep failover running between deploys (config: secrets come from EDGEFABRIC_SECRET_<KEY>):\n"
-        f"    EDGEFABRIC_SECRET_POWERDNSAPIKEY={local.layout.pdns_api_key} venv/bin/python -m edgefabric.controller.daemon --stack local\n"
+        f"    EDGEFABRIC_SECRET_POWERDNSAPIKEY={local.layout.pdns_api_key} venv/bin/python -m edgefabric.controller.daemon"
+        f" --stack local {' '.join(f'--endpoint {c}={a}' for c, a in sorted(ingress.items()))}\n"
+        f"  kubectl --kubeconfig {local.kubeconfig_path('aws')} get pods -A   any cluster, with any kubectl\n"
         f"  dig @127.0.0.1 -p {local.layout.pdns_dns_port} {local.layout.record_name} A\n"
         "  pulumi destroy --stack local --yes && scripts/local-env down   clean up\n"
         "  make test                                  the whole ladder, engine tests included"

@@ -21,7 +21,8 @@ different parents, on the id, which the mocks hand out unique per type. Null inp
 appear: the SDK drops them before the mocks see them, as the engine would.
 
 Mocked outputs are chosen by resource type so that the program's `apply`s see realistic
-shapes (a cluster endpoint, a load-balancer IP, an Azure kubeconfig list, ...).
+shapes (a cluster endpoint, a load-balancer IP on Azure and GCP but only a hostname on AWS,
+an Azure kubeconfig list, ...).
 """
 
 from __future__ import annotations
@@ -85,8 +86,27 @@ class Rendered:
         return {r.urn: r for r in self.resources}
 
 
-def mock_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
-    """Plausible provider outputs per type, merged over the inputs."""
+def provider_name(reference: str) -> str:
+    """The logical name in a provider reference (`<provider urn>::<id>`): `aws-k8s`."""
+    urn = reference.rsplit("::", 1)[0]
+    return urn.rsplit("::", 1)[-1] if urn.count("::") >= 3 else ""
+
+
+def on_aws(name: str, provider: str) -> bool:
+    """A resource on an aws cluster: through the `aws-k8s` provider of the aws core (regional
+    services on that cluster too), or, with no provider to go by, named `aws-...`."""
+    return (provider_name(provider) or name).startswith("aws-")
+
+
+def elb_hostname(name: str, region: str) -> str:
+    """What an AWS load balancer reports: `<name>-<hash>.elb.<region>.amazonaws.com`, no IP."""
+    return f"{name[:32]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}.elb.{region}.amazonaws.com"
+
+
+def mock_outputs(typ: str, name: str, inputs: dict[str, Any], provider: str = "",
+                 aws_region: str = "us-east-1") -> dict[str, Any]:
+    """Plausible provider outputs per type, merged over the inputs. `provider` is the
+    registration's provider reference; `aws_region` the aws provider's region."""
     out = dict(inputs)
     if typ == "aws:eks/cluster:Cluster":
         out.update(endpoint=f"https://{name}.eks.example.com",
@@ -103,7 +123,11 @@ def mock_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
     elif typ == "kubernetes:core/v1:Service":
         spec = inputs.get("spec") or {}
         if spec.get("type") == "LoadBalancer":
-            out["status"] = {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}
+            # As the clouds answer: an AWS load balancer reports a hostname only (the program
+            # must cope with that), Azure and GCP an IP.
+            point = ({"hostname": elb_hostname(name, aws_region)} if on_aws(name, provider)
+                     else {"ip": "203.0.113.10"})
+            out["status"] = {"loadBalancer": {"ingress": [point]}}
     elif typ == "pulumi-python:dynamic/registry:RegistryContract":
         out.update(address="0x5FbDB2315678afecb367f032d93F642f64180aa3", code_hash="0x" + "ab" * 32)
     elif typ == "pulumi-python:dynamic/registry:ServiceRegistration":
@@ -144,6 +168,7 @@ class CloudMocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self.registrations: list[Registration] = []
         self._seen: dict[tuple[str, str], int] = defaultdict(int)
+        self._aws_region = "us-east-1"
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
         self._seen[(args.typ, args.name)] += 1
@@ -151,7 +176,9 @@ class CloudMocks(pulumi.runtime.Mocks):
         rid = f"{args.name}-id" if seen == 1 else f"{args.name}-id-{seen}"
         self.registrations.append(Registration(rid, args.typ, args.name, args.inputs,
                                                args.provider or "", bool(args.custom)))
-        return rid, mock_outputs(args.typ, args.name, args.inputs)
+        if args.typ == "pulumi:providers:aws" and isinstance(args.inputs.get("region"), str):
+            self._aws_region = args.inputs["region"]  # the aws core's region, for ELB hostnames
+        return rid, mock_outputs(args.typ, args.name, args.inputs, args.provider or "", self._aws_region)
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list[tuple[str, str]]]:
         return mock_call(args.token, args.args), []  # (result, check failures)

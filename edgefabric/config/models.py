@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 from urllib.parse import urlparse
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 
 from edgefabric.config.vocab import CLOUDS, USER_REGIONS, Cloud
@@ -92,6 +92,7 @@ class AwsCloud(_Model):
     # (OIDC in CI, a profile on a laptop), never from config.
     role_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$")
     ingress: TrafficEndpoint | None = None
+    cluster: ExistingCluster | None = None
 
 
 class AzureCloud(_Model):
@@ -99,6 +100,7 @@ class AzureCloud(_Model):
     location: str = Field("westeurope", pattern=r"^[a-z0-9]+$")
     subscription_id_ref: SecretRef = "env:ARM_SUBSCRIPTION_ID"
     ingress: TrafficEndpoint | None = None
+    cluster: ExistingCluster | None = None
 
 
 class GcpCloud(_Model):
@@ -106,20 +108,67 @@ class GcpCloud(_Model):
     project: str = Field("edgefabric", pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
     region: str = Field("asia-southeast1", pattern=r"^[a-z]+-[a-z]+[0-9]$")
     ingress: TrafficEndpoint | None = None
+    cluster: ExistingCluster | None = None
+
+
+# A fully qualified DNS name: two or more labels, the last one not all digits (so a
+# mistyped IP such as 10.0.0.256 is not taken for a name).
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def is_ip_address(value: str) -> bool:
+    """True for an IPv4 or IPv6 literal."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 class TrafficEndpoint(_Model):
-    """An existing ingress for a cloud. When set, that cloud's core is not provisioned and
-    this address answers for it (the local stack's stand-ins, or a cluster you bring)."""
+    """An existing ingress for a cloud: an IP address, or the DNS name of a load balancer
+    that reports a hostname (AWS). When set, that cloud's core is not provisioned and this
+    address answers for it (the local stack's stand-ins, or a cluster you bring).
+
+    A DNS name is resolved to its A records on every probe round and at every apply; see
+    README "Hostname ingress". It is stored lower case, without a trailing dot.
+    """
 
     address: str
     health_url: HttpUrl | None = None
 
     @field_validator("address")
     @classmethod
-    def _ip(cls, value: str) -> str:
-        ipaddress.ip_address(value)  # ValueError names the literal
-        return value
+    def _ip_or_name(cls, value: str) -> str:
+        if is_ip_address(value):
+            if ipaddress.ip_address(value).version != 4:
+                # Every backend publishes A records; an AAAA answer set is not built yet.
+                raise ValueError("an IPv6 literal cannot be published (answers are A records); "
+                                 "allowed: an IPv4 address or a DNS name")
+            return value
+        name = value.lower().removesuffix(".")
+        if not _HOSTNAME.fullmatch(name):
+            raise ValueError("does not appear to be an IPv4 or IPv6 address, nor a fully qualified DNS name "
+                             "(e.g. 203.0.113.10 or k8s-api-1a2b3c4d5e.elb.us-east-1.amazonaws.com)")
+        return name
+
+    @property
+    def is_name(self) -> bool:
+        """True when the address is a DNS name (resolved at use), False for an IP literal."""
+        return not is_ip_address(self.address)
+
+
+class ExistingCluster(_Model):
+    """A Kubernetes cluster the team already runs (`clouds.<cloud>.cluster`): the cloud's core
+    services are deployed onto it, through a kubeconfig, instead of onto a managed cluster
+    this stack creates (EKS, AKS, GKE). No cloud resources are made for such a cloud, and it
+    needs no `core.clusters.<cloud>` size; regions may deploy onto it. The global record
+    follows its api-gateway Service's load-balancer address, as for a created cluster.
+
+    `kubeconfigRef` is a secret reference (`env:NAME` holding the kubeconfig's contents, or
+    `config:KEY`, a Pulumi secret): the kubeconfig never appears in the stack file."""
+
+    kubeconfig_ref: SecretRef
 
 
 class Clouds(_Model):
@@ -136,8 +185,19 @@ class Clouds(_Model):
 
     @property
     def provisioned(self) -> list[Cloud]:
-        """Enabled clouds whose core cluster this stack creates."""
+        """Enabled clouds with a core this stack deploys: onto a cluster it creates, or onto
+        the existing one the cloud brings (`cluster`). Clouds with an `ingress` have none."""
         return [c for c in self.enabled if self.get(c).ingress is None]
+
+    @property
+    def existing(self) -> list[Cloud]:
+        """Provisioned clouds that bring their own cluster (`clouds.<cloud>.cluster`)."""
+        return [c for c in self.provisioned if self.get(c).cluster is not None]
+
+    @property
+    def created(self) -> list[Cloud]:
+        """Provisioned clouds whose managed cluster (EKS, AKS, GKE) this stack creates."""
+        return [c for c in self.provisioned if self.get(c).cluster is None]
 
 
 # -------------------------------------------------------------------------- services
@@ -145,8 +205,16 @@ class Clouds(_Model):
 
 class Port(_Model):
     name: DnsLabel
+    # What the Service exposes (and a load balancer in front of it).
     port: int = Field(ge=1, le=65535)
     protocol: Literal["http", "http2", "grpc", "websocket", "tcp", "mqtt"] = "http"
+    # What the container listens on, when it differs: containers run as non-root and cannot
+    # bind ports below 1024, so a Service's 443 goes to e.g. 8443 in the pod.
+    target_port: int | None = Field(None, ge=1024, le=65535)
+
+    @property
+    def container_port(self) -> int:
+        return self.target_port or self.port
 
 
 class Autoscale(_Model):
@@ -291,32 +359,91 @@ class RoutingConfig(_Model):
     default_weight: int = Field(100, ge=1, le=100)
 
 
+# A check's own timeout; unset, `healthCheck.timeoutS` applies.
+CheckTimeout = Annotated[float | None, Field(gt=0, le=600)]
+# A DNS name without the trailing dot: what a check's Host header and TLS SNI carry.
+_HOST_HEADER = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+
 class HttpCheck(_Model):
+    """An HTTP or HTTPS request to the cloud's ingress address; healthy iff the status is
+    `expectedStatus`. Host header and TLS SNI are the record name (`dns.recordName` without
+    the dot) unless `hostHeader` is set; the connection goes to the ingress address. With
+    `scheme: https` the certificate is verified for that name against the system CAs, or
+    against `caBundleRef` (a reference to a PEM bundle). Redirects are not followed."""
+
     type: Literal["http"] = "http"
     path: str = Field("/health", pattern=r"^/")
     expected_status: int = Field(200, ge=100, le=599)
     method: Literal["GET", "HEAD"] = "GET"
     port: int = Field(80, ge=1, le=65535)
     scheme: Literal["http", "https"] = "http"
+    timeout_s: CheckTimeout = None
+    host_header: str | None = Field(None, pattern=_HOST_HEADER)
+    ca_bundle_ref: SecretRef | None = None
+
+    @field_validator("ca_bundle_ref")
+    @classmethod
+    def _https_only(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("scheme") != "https":
+            raise ValueError("caBundleRef verifies a TLS certificate: set scheme https, or drop it")
+        return value
 
 
 class TcpCheck(_Model):
+    """Healthy iff a TCP connection to the ingress address and `port` completes."""
+
     type: Literal["tcp"]
     port: int = Field(ge=1, le=65535)
+    timeout_s: CheckTimeout = None
 
 
 class CustomCheck(_Model):
+    """A command (argv, no shell) run by our probes, with the ingress address appended as its
+    last argument and PATH as its only environment; healthy iff it exits 0. The clouds'
+    native checkers cannot run it (see `healthCheck`)."""
+
     type: Literal["custom"]
     command: list[str] = Field(min_length=1)
+    timeout_s: CheckTimeout = None
+
+
+Check = Annotated[Union[HttpCheck, TcpCheck, CustomCheck], Field(discriminator="type")]
 
 
 class HealthCheckConfig(_Model):
+    """How each cloud's ingress is probed. `checks` is a list: a cloud passes a round when
+    every check passes, each within its own `timeoutS` (default: this `timeoutS`). The
+    single `check` is a one-item list; set one or the other, not both; neither is one
+    default `http` check. The clouds' native checkers (Route53, Traffic Manager, Cloud DNS)
+    take one check: the first `http`/`tcp` one of the list; a list of only `custom` checks
+    gives them a TCP connect to port 80, and `pulumi preview` says so."""
+
     interval_s: float = Field(30, gt=0, le=3600)
     timeout_s: float = Field(5, gt=0, le=600)
     failure_threshold: int = Field(3, ge=1, le=100)
     success_threshold: int = Field(2, ge=1, le=100)
     recovery_hold_down_s: float = Field(300, ge=0, le=86400)
-    check: Annotated[Union[HttpCheck, TcpCheck, CustomCheck], Field(discriminator="type")] = HttpCheck()
+    check: Check | None = None
+    checks: list[Check] | None = Field(None, min_length=1, max_length=16)
+
+    @field_validator("checks")
+    @classmethod
+    def _one_form(cls, value: list[Any] | None, info: ValidationInfo) -> list[Any] | None:
+        if value is not None and info.data.get("check") is not None:
+            raise ValueError("set healthCheck.check or healthCheck.checks, not both")
+        return value
+
+    @property
+    def all_checks(self) -> tuple[HttpCheck | TcpCheck | CustomCheck, ...]:
+        """Every check, in order: `checks`, or `check` as a one-item list, or the default."""
+        if self.checks is not None:
+            return tuple(self.checks)
+        return (self.check if self.check is not None else HttpCheck(),)
+
+    def check_path(self, index: int) -> str:
+        """The key path of `all_checks[index]`, as the stack file spells it."""
+        return f"healthCheck.checks[{index}]" if self.checks is not None else "healthCheck.check"
 
 
 class SlackNotification(_Model):
@@ -396,6 +523,10 @@ class DnsConfig(_Model):
     # Which core service's strategy the global record follows.
     strategy: DnsLabel = "api-gateway"
     backends: DnsBackends
+    # The controller's deadline for one backend call (apply or read), in seconds. Backends are
+    # called in parallel; one that does not answer in time is reported and retried on the next
+    # tick, and never holds up the others or the probes.
+    apply_timeout_s: float = Field(20, gt=0, le=600)
 
 
 class RegistryConfig(_Model):
@@ -439,6 +570,6 @@ TOP_LEVEL_KEYS: tuple[str, ...] = tuple(
 )
 
 
-# Forward references: cloud models name TrafficEndpoint before it is defined.
+# Forward references: cloud models name TrafficEndpoint and ExistingCluster before they are defined.
 for _model in (AwsCloud, AzureCloud, GcpCloud, Clouds, StackConfig):
     _model.model_rebuild()

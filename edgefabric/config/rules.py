@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from edgefabric.config.models import (
+    CustomCheck,
     EdgeSite,
     StackConfig,
     Workload,
@@ -16,6 +17,7 @@ from edgefabric.config.models import (
     cpu_cores,
     memory_mb,
 )
+from edgefabric.config.vocab import CLOUDS
 from edgefabric.errors import Problem
 
 
@@ -61,10 +63,12 @@ def semantic_problems(cfg: StackConfig) -> list[Problem]:
     provisioned = cfg.clouds.provisioned
     enabled_text = f"an enabled cloud: {', '.join(enabled) or '(none enabled)'}"
 
-    for cloud in provisioned:
+    for cloud in cfg.clouds.created:
         if cloud not in cfg.core.clusters:
             p.append(Problem(f"core.clusters.{cloud}", None,
-                             f"cloud {cloud!r} is enabled without an ingress, so it needs a cluster size"))
+                             f"cloud {cloud!r} is enabled without an ingress or an existing cluster "
+                             f"(clouds.{cloud}.cluster), so it needs a cluster size"))
+    p += existing_cluster_problems(cfg)
     for cloud, size in cfg.core.clusters.items():
         if size.min_nodes > size.max_nodes:
             p.append(Problem(f"core.clusters.{cloud}.minNodes", size.min_nodes,
@@ -90,7 +94,8 @@ def semantic_problems(cfg: StackConfig) -> list[Problem]:
     for i, region in enumerate(cfg.regions):
         if region.cloud not in provisioned:
             p.append(Problem(f"regions[{i}].cloud", region.cloud,
-                             f"a cloud whose core cluster this stack provisions: {', '.join(provisioned) or '(none)'}"))
+                             f"a cloud whose core this stack deploys (a cluster it creates, or an existing "
+                             f"clouds.<cloud>.cluster): {', '.join(provisioned) or '(none)'}"))
         for j, name in _dupes(s.name for s in region.services):
             p.append(Problem(f"regions[{i}].services[{j}].name", name, "service names must be unique per region"))
         for j, regional in enumerate(region.services):
@@ -136,6 +141,7 @@ def semantic_problems(cfg: StackConfig) -> list[Problem]:
     if hc.timeout_s >= hc.interval_s:
         p.append(Problem("healthCheck.timeoutS", hc.timeout_s,
                          f"must be < healthCheck.intervalS ({hc.interval_s:g})"))
+    p += health_check_problems(cfg)
 
     if cfg.dns is not None:
         if not cfg.dns.backends.names:
@@ -159,6 +165,62 @@ def semantic_problems(cfg: StackConfig) -> list[Problem]:
             p.append(Problem("registry.serviceTtlS", reg.service_ttl_s,
                              f">= 3 x registry.heartbeatIntervalS ({3 * reg.heartbeat_interval_s}), so two "
                              "missed heartbeats do not expire a service"))
+    return p
+
+
+def existing_cluster_problems(cfg: StackConfig) -> list[Problem]:
+    """A cloud brings an existing cluster (`clouds.<cloud>.cluster`) or an existing ingress,
+    not both; and a cluster size for a cloud whose cluster is not created here is a mistake
+    (it would be silently ignored)."""
+    p: list[Problem] = []
+    for cloud in CLOUDS:
+        settings = cfg.clouds.get(cloud)
+        if settings.cluster is None:
+            continue
+        if settings.ingress is not None:
+            p.append(Problem(f"clouds.{cloud}.cluster", settings.cluster.model_dump(by_alias=True),
+                             f"clouds.{cloud}.cluster (deploy the core onto an existing cluster) or "
+                             f"clouds.{cloud}.ingress (answer at an existing address, no core), not both"))
+        if cloud in cfg.core.clusters:
+            p.append(Problem(f"core.clusters.{cloud}", cfg.core.clusters[cloud].model_dump(by_alias=True),
+                             f"no cluster size: clouds.{cloud}.cluster deploys onto an existing cluster, "
+                             "which this stack does not create or size; remove this entry"))
+    return p
+
+
+def health_check_problems(cfg: StackConfig) -> list[Problem]:
+    """Each check's own timeout fits the interval, and what the checks probe is served.
+
+    The global record points at each provisioned cloud's ingress: the LoadBalancer Service of
+    the first `api-gateway` core service (see `edgefabric.tiers.cloud_core`), which exposes
+    exactly that service's ports. A check on any other port fails on every cloud, so DNS would
+    fail open. Skipped when a cloud brings its own `ingress` (its ports are not ours to know),
+    when no core services are declared, and without a `dns` section (nothing is probed).
+    """
+    hc = cfg.health_check
+    p: list[Problem] = []
+    for i, check in enumerate(hc.all_checks):
+        if check.timeout_s is not None and check.timeout_s >= hc.interval_s:
+            p.append(Problem(f"{hc.check_path(i)}.timeoutS", check.timeout_s,
+                             f"must be < healthCheck.intervalS ({hc.interval_s:g})"))
+    if cfg.dns is None or not cfg.core.services or any(cfg.clouds.get(c).ingress for c in cfg.clouds.enabled):
+        return p
+    gateways = [(j, s) for j, s in enumerate(cfg.core.services) if s.kind == "api-gateway"]
+    for i, check in enumerate(hc.all_checks):
+        if isinstance(check, CustomCheck):
+            continue
+        where = f"{hc.check_path(i)}.port"
+        if not gateways:
+            p.append(Problem(where, check.port, "a port of the api-gateway core service, the clouds' ingress; "
+                                                "core.services declares no service of kind api-gateway"))
+            continue
+        j, gateway = gateways[0]
+        ports = [port.port for port in gateway.ports]
+        if check.port not in ports:
+            p.append(Problem(where, check.port,
+                             f"not a port of core.services[{j}] ({gateway.name}): {', '.join(map(str, ports))}; "
+                             f"that service is the ingress the record points at: add the port to "
+                             f"core.services[{j}].ports or probe one of these"))
     return p
 
 

@@ -1,7 +1,9 @@
 """The one test for a value that is not known yet.
 
 During `pulumi preview`, `check` and `diff` receive inputs that depend on resources not yet
-created as the engine's sentinel string instead of a value, anywhere inside a dict or list.
+created as a placeholder instead of a value, anywhere inside a dict or list: the engine's
+sentinel string, or (the SDK's dynamic-provider host deserialises with `keep_unknowns`) a
+`pulumi.output.Unknown` object.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pulumi.output import Unknown
 from pulumi.runtime.rpc import UNKNOWN
 
 __all__ = ["UNKNOWN", "is_unknown"]
@@ -20,4 +23,4 @@ def is_unknown(value: Any) -> bool:
         return any(is_unknown(v) for v in value.values())
     if isinstance(value, list | tuple):
         return any(is_unknown(v) for v in value)
-    return isinstance(value, str) and value == UNKNOWN
+    return isinstance(value, Unknown) or (isinstance(value, str) and value == UNKNOWN)

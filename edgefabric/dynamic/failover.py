@@ -4,11 +4,16 @@ Type token: `pulumi-python:dynamic/failover:WeightedFailover`.
 
 Inputs: the typed `edgefabric.traffic.spec.FailoverSpec`, serialised (`to_inputs`:
 record_name, ttl, endpoints, health_check, strategy, routing, backends with secret
-*references*, health_check_ids, probe_round_gap_s), with what the program only knows
-as Outputs laid over it (`WeightedFailoverArgs`: the endpoint addresses, the Route53
+*references*, health_check_ids, probe_round_gap_s, resolver), with what the program only
+knows as Outputs laid over it (`WeightedFailoverArgs`: the endpoint addresses, the Route53
 health-check ids, the GCP health check); plus secrets (ref -> value, a Pulumi secret;
 optional) and provider_version. Every method restores the same type from its
 properties (`FailoverSpec.from_inputs`).
+
+An endpoint address is an IP or a DNS name (an AWS load balancer reports only a
+hostname). A name stays a name in the inputs and the state; it is resolved inside each
+method that probes or publishes (`FailoverSpec.targets`), so a load balancer whose
+addresses move needs no new inputs, and `delete` never needs the name to resolve.
 
 Lifecycle
 - create/update: probe (continuing the stored hysteresis evidence), plan,
@@ -53,6 +58,8 @@ from edgefabric.traffic.reconcile import (
     apply_plan,
     assess_health,
     expected_published,
+    follow_lease_holder,
+    live_lease_holder,
     normalise_published,
     plan_from_health,
     read_published,
@@ -96,6 +103,11 @@ class WeightedFailoverProvider(ResourceProvider):
     # ---- helpers
     def _reconcile(self, props: dict[str, Any], evidence: Any) -> Reconciled:
         spec = FailoverSpec.from_inputs(props)
+        # One writer: while a live controller holds the record's lease ($EDGEFABRIC_LEASE_FILE),
+        # report its plan as read back from the backends; never write over its verdict.
+        holder = live_lease_holder(spec)
+        if holder is not None:
+            return follow_lease_holder(spec, holder, build_backends(spec.backends, props.get("secrets")))
         tracker = assess_health(spec, evidence)
         backends = build_backends(spec.backends, props.get("secrets"))
         return apply_plan(spec, tracker, backends, [])
@@ -163,7 +175,7 @@ class WeightedFailoverProvider(ResourceProvider):
         if removed:
             old_spec = FailoverSpec.from_inputs(olds)
             for backend in build_backends(old_spec.backends, olds.get("secrets"), only=removed):
-                backend.delete(old_spec.record_spec())
+                backend.delete(old_spec.record_spec(resolve_names=False))
         self._raise_failures(rec, "update")
         changed = rec.changed or bool(removed) or rec.plan.to_dict() != olds.get("plan")
         last = _now() if changed else str(olds.get("last_change_at") or _now())
@@ -179,10 +191,11 @@ class WeightedFailoverProvider(ResourceProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         spec = FailoverSpec.from_inputs(props)
+        record = spec.record_spec(resolve_names=False)  # deleting needs no addresses: a dead name is fine
         errors = []
         for backend in build_backends(spec.backends, props.get("secrets")):
             try:
-                backend.delete(spec.record_spec())
+                backend.delete(record)
             except Exception as exc:
                 errors.append(f"{backend.name}: {exc}")
         if errors:
@@ -193,8 +206,9 @@ class WeightedFailoverProvider(ResourceProvider):
 class WeightedFailoverArgs:
     """The typed spec, plus what the program only knows as Outputs.
 
-    - `addresses`: cloud -> ingress address, laid over the spec's endpoints (required for
-      every endpoint the spec left as `PENDING_ADDRESS`, see `FailoverSpec.from_config`);
+    - `addresses`: cloud -> ingress address (an IP, or a DNS name such as the hostname an
+      AWS load balancer reports), laid over the spec's endpoints (required for every
+      endpoint the spec left as `PENDING_ADDRESS`, see `FailoverSpec.from_config`);
     - `health_check_ids`: cloud -> Route53 health-check id;
     - `gcp_health_check`: the compute HealthCheck's self-link Cloud DNS steers with;
     - `secrets`: `config:` reference -> value, passed as a Pulumi secret.

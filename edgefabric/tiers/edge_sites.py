@@ -129,7 +129,7 @@ class EdgeSite(pulumi.ComponentResource):
                 f"{site.name}-{svc.name}", metadata=meta,
                 spec=k8s.core.v1.ServiceSpecArgs(
                     selector=selector,
-                    ports=[k8s.core.v1.ServicePortArgs(name=p.name, port=p.port, target_port=p.port)
+                    ports=[k8s.core.v1.ServicePortArgs(name=p.name, port=p.port, target_port=p.container_port)
                            for p in svc.ports]),
                 opts=in_ns)
 
@@ -157,7 +157,7 @@ class EdgeSite(pulumi.ComponentResource):
                 healthcheck={"tests": _health_command(svc), "interval": "30s", "timeout": "5s",
                              "retries": 3, "start_period": "10s"},
                 networks_advanced=[{"name": network.name, "aliases": [svc.name]}],
-                ports=[{"internal": p.port, "external": p.port} for p in svc.ports],
+                ports=[{"internal": p.container_port, "external": p.port} for p in svc.ports],
                 labels=[{"label": k, "value": v} for k, v in {**labels, "app": svc.name}.items()],
                 opts=opts)
 
@@ -214,5 +214,5 @@ def systemd_unit(svc: EdgeService, environment: str, site: str) -> str:
 def _health_command(svc: EdgeService) -> list[str]:
     port = svc.ports[0]
     if port.protocol in ("http", "http2", "websocket"):
-        return ["CMD-SHELL", f"wget -qO- http://127.0.0.1:{port.port}{svc.health_path} >/dev/null || exit 1"]
-    return ["CMD-SHELL", f"nc -z 127.0.0.1 {port.port} || exit 1"]
+        return ["CMD-SHELL", f"wget -qO- http://127.0.0.1:{port.container_port}{svc.health_path} >/dev/null || exit 1"]
+    return ["CMD-SHELL", f"nc -z 127.0.0.1 {port.container_port} || exit 1"]

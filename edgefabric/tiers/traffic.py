@@ -8,7 +8,8 @@ configured DNS backend (Route53, Azure Traffic Manager, Cloud DNS, PowerDNS).
 Where a cloud is enabled and its provider is passed in, the cloud's own checkers are
 declared too, with the same thresholds, so each fails over on its own even when nobody
 runs `pulumi up` or the controller:
-- AWS: one `aws.route53.HealthCheck` per cloud endpoint; their ids are attached to the
+- AWS: one `aws.route53.HealthCheck` per cloud endpoint (`ipAddress` for an IP, `fqdn` for a
+  DNS name such as an AWS load balancer's hostname); their ids are attached to the
   Route53 weighted sets (only when the route53 backend is configured: a check with no
   record to steer would cost money and do nothing);
 - Azure: the Traffic Manager profile's monitor config, written by the azure_tm backend
@@ -40,7 +41,7 @@ from edgefabric.config import DnsConfig, HealthCheckConfig, RoutingConfig, Strat
 from edgefabric.dynamic.failover import WeightedFailover, WeightedFailoverArgs
 from edgefabric.tiers import secret_output
 from edgefabric.tiers.labels import cloud_tags
-from edgefabric.traffic.spec import PENDING_ADDRESS, FailoverSpec, native_check
+from edgefabric.traffic.spec import PENDING_ADDRESS, FailoverSpec, is_name, native_check
 
 TIER = "traffic"
 GCP_SOURCE_REGIONS = ["us-east1", "europe-west1", "asia-southeast1"]
@@ -88,6 +89,10 @@ class GlobalTraffic(pulumi.ComponentResource):
         gcp_check: pulumi.Output[str] | None = None
         if backends.gcp_dns is not None and "gcp" in args.providers:
             gcp_check = self._gcp_checks(name, args)
+        if r53_ids or gcp_check is not None or backends.azure_tm is not None:
+            # The native checkers take one check: what they do not run is said in the preview.
+            for note in native_check(args.health_check).notes:
+                pulumi.log.warn(note, resource=self)
 
         self.failover = WeightedFailover(
             f"{name}-failover",
@@ -126,13 +131,17 @@ class GlobalTraffic(pulumi.ComponentResource):
 
     def _route53_checks(self, name: str, args: GlobalTrafficArgs) -> dict[str, pulumi.Output[str]]:
         hc = args.health_check
-        native = native_check(hc.check)
+        native = native_check(hc)
         out: dict[str, pulumi.Output[str]] = {}
         for cloud, address in args.addresses.items():
+            # An ingress is an IP or a DNS name (an AWS load balancer reports only a hostname):
+            # Route53 probes an IP as given and resolves a name itself at every check.
+            target = pulumi.Output.from_input(address)
             check = aws.route53.HealthCheck(
                 f"{name}-r53-{cloud}",
                 type=native.protocol,
-                ip_address=address,
+                ip_address=target.apply(lambda a: None if is_name(a) else a),
+                fqdn=target.apply(lambda a: a if is_name(a) else None),
                 port=native.port,
                 resource_path=native.path,
                 # Route53 offers 10 s (fast) or 30 s (standard) probing only.
@@ -148,7 +157,7 @@ class GlobalTraffic(pulumi.ComponentResource):
         """One global check: Cloud DNS routing policies name the check and list the
         endpoints to probe with it, so the check carries no target of its own."""
         hc = args.health_check
-        native = native_check(hc.check)
+        native = native_check(hc)
         interval = max(int(hc.interval_s), 5)
         kwargs: dict[str, Any] = {}
         if native.protocol == "TCP":

@@ -39,16 +39,16 @@ def probe(port: Port, path: str, *, initial_delay: int, period: int) -> k8s.core
     # gRPC/TCP/MQTT listeners have no HTTP path to ask; a TCP connect is the honest check.
     if port.protocol in ("http", "http2", "websocket"):
         return k8s.core.v1.ProbeArgs(
-            http_get=k8s.core.v1.HTTPGetActionArgs(path=path, port=port.port),
+            http_get=k8s.core.v1.HTTPGetActionArgs(path=path, port=port.container_port),
             initial_delay_seconds=initial_delay, period_seconds=period, timeout_seconds=2,
         )
     if port.protocol == "grpc":
         return k8s.core.v1.ProbeArgs(
-            grpc=k8s.core.v1.GRPCActionArgs(port=port.port),
+            grpc=k8s.core.v1.GRPCActionArgs(port=port.container_port),
             initial_delay_seconds=initial_delay, period_seconds=period, timeout_seconds=2,
         )
     return k8s.core.v1.ProbeArgs(
-        tcp_socket=k8s.core.v1.TCPSocketActionArgs(port=port.port),
+        tcp_socket=k8s.core.v1.TCPSocketActionArgs(port=port.container_port),
         initial_delay_seconds=initial_delay, period_seconds=period, timeout_seconds=2,
     )
 
@@ -60,7 +60,7 @@ def container(name: str, image: str, ports: list[Port], health_path: str, *, cpu
     return k8s.core.v1.ContainerArgs(
         name=name,
         image=image,
-        ports=[k8s.core.v1.ContainerPortArgs(name=p.name, container_port=p.port) for p in ports],
+        ports=[k8s.core.v1.ContainerPortArgs(name=p.name, container_port=p.container_port) for p in ports],
         env=[k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in sorted((env or {}).items())],
         resources=k8s.core.v1.ResourceRequirementsArgs(
             requests={"cpu": cpu, "memory": memory},
@@ -135,7 +135,7 @@ def deploy_service(
         spec=k8s.core.v1.ServiceSpecArgs(
             type=service_type,
             selector=selector,
-            ports=[k8s.core.v1.ServicePortArgs(name=p.name, port=p.port, target_port=p.port,
+            ports=[k8s.core.v1.ServicePortArgs(name=p.name, port=p.port, target_port=p.container_port,
                                                app_protocol=_app_protocol(p))
                    for p in workload.ports],
         ),

@@ -4,8 +4,17 @@ Engine-free: never imports pulumi. Used by the WeightedFailover provider, the
 continuous controller and the benchmark.
 
 Probes are async (asyncio) and run with bounded concurrency. A probe never
-raises: every failure (refused, timeout, wrong status, non-zero exit) becomes a
-`ProbeResult(ok=False, detail=...)`.
+raises: every failure (refused, timeout, wrong status, a certificate problem,
+non-zero exit) becomes a `ProbeResult(ok=False, detail=...)`.
+
+- http/https: aiohttp, one fresh connection per probe, to the ingress address,
+  while Host, TLS SNI and certificate verification use the name the record
+  serves (`HttpProbe.server_name`); a certificate problem says which one
+  (expired, hostname mismatch, unknown CA);
+- tcp: a connect; custom: a command (argv, no shell, PATH as its environment);
+- several checks of one target (`AllOf`): healthy iff all pass.
+Every check is bounded by its own timeout (`asyncio.timeout`), so a
+black-holed target costs its timeout and no more.
 
 State machine (per target), with an injectable clock so tests run instantly:
 - a target starts healthy (like Route53: no evidence yet means serve it);
@@ -21,12 +30,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
+import signal
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Union
-from urllib.parse import urlsplit
+
+import aiohttp
+from yarl import URL
 
 from edgefabric.config.models import HealthCheckConfig
 from edgefabric.errors import ConfigError, Problem
@@ -37,11 +52,21 @@ _SEED = HealthCheckConfig.model_validate({})  # the seed's thresholds: the stack
 
 @dataclass(frozen=True)
 class HttpProbe:
-    """GET/HEAD/... `url`; healthy iff the status equals `expected_status`."""
+    """`method` `url` (http or https); healthy iff the status equals `expected_status`.
+
+    The TCP connection goes to the URL's host (the cloud's ingress address). `server_name`,
+    when set, is what the request is *for*: the Host header (with the port when it is not
+    the scheme's default), the TLS SNI and the name the certificate must be valid for.
+    TLS is verified against the system CAs, or against `ca_pem` (PEM text) instead.
+    Redirects are not followed: a 301 is not the expected 200.
+    """
 
     url: str
     method: str = "GET"
     expected_status: int = 200
+    server_name: str | None = None
+    ca_pem: str | None = field(default=None, repr=False)
+    timeout_s: float | None = None  # None: the caller's timeout
 
 
 @dataclass(frozen=True)
@@ -50,16 +75,31 @@ class TcpProbe:
 
     host: str
     port: int
+    timeout_s: float | None = None
 
 
 @dataclass(frozen=True)
 class CustomProbe:
-    """Run `command` (no shell); healthy iff it exits 0 within the timeout."""
+    """Run `command` (argv, no shell) with PATH as its only environment; healthy iff it
+    exits 0 within the timeout. On timeout its whole process group is killed."""
 
     command: tuple[str, ...]
+    timeout_s: float | None = None
 
 
-Probe = Union[HttpProbe, TcpProbe, CustomProbe]
+SingleProbe = Union[HttpProbe, TcpProbe, CustomProbe]
+
+
+@dataclass(frozen=True)
+class AllOf:
+    """Several checks of one target: healthy iff every one passes. They run at the same
+    time, each within its own timeout, so a round costs the slowest check, no more."""
+
+    probes: tuple[SingleProbe, ...]
+    labels: tuple[str, ...] = ()  # one per probe, for the detail (`healthCheck.checks[1]`)
+
+
+Probe = Union[HttpProbe, TcpProbe, CustomProbe, AllOf]
 
 
 @dataclass(frozen=True)
@@ -95,44 +135,77 @@ class Thresholds:
 
 # --------------------------------------------------------------------------- probes
 
+USER_AGENT = "edgefabric-health/2"
+# OpenSSL's verify codes for the certificate problems an operator has to tell apart.
+_CERT_REASONS = {
+    10: "certificate expired",  # X509_V_ERR_CERT_HAS_EXPIRED
+    9: "certificate not yet valid",  # X509_V_ERR_CERT_NOT_YET_VALID
+    62: "hostname mismatch",  # X509_V_ERR_HOSTNAME_MISMATCH
+    64: "IP address mismatch",  # X509_V_ERR_IP_ADDRESS_MISMATCH
+    2: "unknown CA",  # X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT
+    18: "unknown CA",  # X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
+    19: "unknown CA",  # X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN
+    20: "unknown CA",  # X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+    21: "unknown CA",  # X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE
+    23: "certificate revoked",  # X509_V_ERR_CERT_REVOKED
+}
 
-async def _probe_http(probe: HttpProbe, timeout_s: float) -> tuple[bool, str]:
-    # A raw HTTP/1.1 request over asyncio streams: no client library, no
-    # connection pool, so 1,000 concurrent probes cost one socket each and a
-    # black-holed target costs exactly the timeout.
-    parts = urlsplit(probe.url)
-    if parts.scheme != "http":
-        # https would need TLS verification config; the in-cluster ingress
-        # health paths this project probes are plain http.
-        return False, f"unsupported scheme {parts.scheme!r} (http only)"
-    host = parts.hostname or ""
-    port = parts.port or 80
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    reader, writer = await asyncio.open_connection(host, port)
+
+@functools.lru_cache(maxsize=64)
+def tls_context(ca_pem: str | None = None) -> ssl.SSLContext:
+    """A verifying client context: the system CAs, or only the CAs of `ca_pem`. Cached, so
+    1,000 probes share one context (loading the system store costs milliseconds)."""
+    if ca_pem is None:
+        return ssl.create_default_context()
+    return ssl.create_default_context(cadata=ca_pem)
+
+
+def _new_session() -> aiohttp.ClientSession:
+    # One fresh connection per probe (force_close): a probe sees the target as it is now, and
+    # a hung target holds exactly one socket. No pool limit (the caller's semaphore bounds
+    # concurrency), no proxies or netrc from the environment, no cookies, no timeouts of its
+    # own: `_run` bounds every probe with `asyncio.timeout`.
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, force_close=True, use_dns_cache=False),
+        timeout=aiohttp.ClientTimeout(total=None, connect=None, sock_connect=None, sock_read=None),
+        trust_env=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        headers={"User-Agent": USER_AGENT},
+    )
+
+
+def _host_header(url: URL, server_name: str) -> str:
+    default = {"http": 80, "https": 443}.get(url.scheme)
+    return server_name if url.port in (None, default) else f"{server_name}:{url.port}"
+
+
+async def _probe_http(probe: HttpProbe, session: aiohttp.ClientSession | None) -> tuple[bool, str]:
+    url = URL(probe.url)
+    if url.scheme not in ("http", "https"):
+        return False, f"unsupported scheme {url.scheme!r} (http or https)"
+    if session is None:
+        async with _new_session() as own:
+            return await _probe_http(probe, own)
+    headers = {}
+    if probe.server_name:
+        headers["Host"] = _host_header(url, probe.server_name)
+    https = url.scheme == "https"
     try:
-        request = (
-            f"{probe.method} {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-            "User-Agent: edgefabric-health/1\r\nConnection: close\r\n\r\n"
-        )
-        writer.write(request.encode("ascii"))
-        await writer.drain()
-        status_line = await reader.readline()
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-    fields = status_line.decode("latin-1").split()
-    if len(fields) < 2 or not fields[1].isdigit():
-        return False, f"malformed status line {status_line[:60]!r}"
-    status = int(fields[1])
+        async with session.request(
+            probe.method, url, headers=headers, allow_redirects=False,
+            ssl=tls_context(probe.ca_pem) if https else True,
+            server_hostname=probe.server_name if https else None,
+        ) as resp:
+            status = resp.status
+    except aiohttp.ClientConnectorCertificateError as exc:
+        return False, _tls_detail(exc, probe)
     if status != probe.expected_status:
         return False, f"status {status} != expected {probe.expected_status}"
     return True, f"status {status}"
 
 
-async def _probe_tcp(probe: TcpProbe, _timeout_s: float) -> tuple[bool, str]:
+async def _probe_tcp(probe: TcpProbe) -> tuple[bool, str]:
     _reader, writer = await asyncio.open_connection(probe.host, probe.port)
     writer.close()
     with contextlib.suppress(OSError):
@@ -140,56 +213,103 @@ async def _probe_tcp(probe: TcpProbe, _timeout_s: float) -> tuple[bool, str]:
     return True, "connected"
 
 
-async def _probe_custom(probe: CustomProbe, _timeout_s: float) -> tuple[bool, str]:
+def _probe_env() -> dict[str, str]:
+    """A custom check's whole environment: PATH. Never our secrets or credentials."""
+    return {"PATH": os.environ.get("PATH") or os.defpath}
+
+
+async def _probe_custom(probe: CustomProbe) -> tuple[bool, str]:
     proc = await asyncio.create_subprocess_exec(
-        *probe.command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        *probe.command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL, env=_probe_env(), start_new_session=True,
     )
     try:
         code = await proc.wait()
     except asyncio.CancelledError:
-        # Timed out: do not leave the child running behind us.
+        # Timed out: leave nothing running behind us, children of the command included.
         if proc.returncode is None:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
         raise
     return code == 0, f"exit {code}"
 
 
-async def probe_once(probe: Probe, timeout_s: float) -> ProbeResult:
-    """Run one probe with a hard timeout. Never raises for target failures."""
+def _tls_detail(exc: aiohttp.ClientConnectorCertificateError, probe: HttpProbe) -> str:
+    err = exc.certificate_error
+    code = getattr(err, "verify_code", None)
+    message = getattr(err, "verify_message", None) or str(err)
+    reason = _CERT_REASONS.get(code, "certificate rejected") if isinstance(code, int) else "certificate rejected"
+    name = probe.server_name or URL(probe.url).host
+    return f"TLS {reason}: {message} (name {name!r}, {exc.host}:{exc.port})"
+
+
+async def _run(probe: SingleProbe, timeout_s: float, session: aiohttp.ClientSession | None) -> ProbeResult:
+    """One check, bounded by its own timeout (or `timeout_s`). Never raises for target failures."""
+    timeout = probe.timeout_s if probe.timeout_s is not None else timeout_s
     started = time.perf_counter()
-    runner: Callable[[Probe, float], Awaitable[tuple[bool, str]]]
+    work: Awaitable[tuple[bool, str]]
     if isinstance(probe, HttpProbe):
-        runner = _probe_http  # type: ignore[assignment]
+        work = _probe_http(probe, session)
     elif isinstance(probe, TcpProbe):
-        runner = _probe_tcp  # type: ignore[assignment]
+        work = _probe_tcp(probe)
     elif isinstance(probe, CustomProbe):
-        runner = _probe_custom  # type: ignore[assignment]
+        work = _probe_custom(probe)
     else:  # pragma: no cover - a bug, not a user error
         raise TypeError(f"unknown probe {probe!r}")
     try:
-        ok, detail = await asyncio.wait_for(runner(probe, timeout_s), timeout=timeout_s)
+        async with asyncio.timeout(timeout):  # in this task: no helper task per probe, unlike wait_for
+            ok, detail = await work
     except TimeoutError:
-        ok, detail = False, f"timeout after {timeout_s}s"
+        ok, detail = False, f"timeout after {timeout:g}s"
+    except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
+        ok, detail = False, f"TLS handshake failed: {exc}"
+    except aiohttp.ClientConnectorError as exc:
+        ok, detail = False, f"{type(exc.os_error).__name__}: {exc.os_error}"
+    except aiohttp.ClientError as exc:
+        ok, detail = False, f"{type(exc).__name__}: {exc}"
     except (OSError, UnicodeError, ValueError) as exc:
         ok, detail = False, f"{type(exc).__name__}: {exc}"
     return ProbeResult(ok=ok, latency_s=time.perf_counter() - started, detail=detail)
 
 
+async def probe_once(probe: Probe, timeout_s: float, session: aiohttp.ClientSession | None = None) -> ProbeResult:
+    """Run one probe, each check within its own timeout (default `timeout_s`). Never raises
+    for target failures. `session` is shared by `probe_many`; without one, http probes open
+    their own."""
+    if not isinstance(probe, AllOf):
+        return await _run(probe, timeout_s, session)
+    started = time.perf_counter()
+    results = await asyncio.gather(*(_run(p, timeout_s, session) for p in probe.probes))
+    labels = probe.labels if len(probe.labels) == len(results) else tuple(f"check {i}" for i in range(len(results)))
+    named = [(f"{label}: {r.detail}", r.ok) for label, r in zip(labels, results, strict=True)]
+    failed = [text for text, ok in named if not ok]
+    # The detail says why a target failed: its failed checks only; all of them when it passed.
+    detail = "; ".join(failed or [text for text, _ in named])
+    return ProbeResult(ok=not failed, latency_s=time.perf_counter() - started, detail=detail)
+
+
+def _needs_session(probe: Probe) -> bool:
+    return any(isinstance(p, HttpProbe) for p in (probe.probes if isinstance(probe, AllOf) else (probe,)))
+
+
 async def probe_many(
     probes: Mapping[str, Probe], timeout_s: float, concurrency: int = 100
 ) -> dict[str, ProbeResult]:
-    """Probe every target, at most `concurrency` at a time."""
+    """Probe every target, at most `concurrency` targets at a time (a target's checks run
+    together in its slot)."""
     if concurrency < 1:
         raise ValueError(f"concurrency {concurrency!r}: an integer >= 1")  # a caller's bug, not user input
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(key: str, probe: Probe) -> tuple[str, ProbeResult]:
+    async def one(key: str, probe: Probe, session: aiohttp.ClientSession | None) -> tuple[str, ProbeResult]:
         async with gate:
-            return key, await probe_once(probe, timeout_s)
+            return key, await probe_once(probe, timeout_s, session)
 
-    pairs = await asyncio.gather(*(one(k, p) for k, p in probes.items()))
-    return dict(pairs)
+    if not any(_needs_session(p) for p in probes.values()):
+        return dict(await asyncio.gather(*(one(k, p, None) for k, p in probes.items())))
+    async with _new_session() as session:
+        return dict(await asyncio.gather(*(one(k, p, session) for k, p in probes.items())))
 
 
 def probe_many_sync(

@@ -14,13 +14,18 @@ spec holds `PENDING_ADDRESS` and the resource supplies the addresses as its own 
 input (see `edgefabric.dynamic.failover`); `from_inputs` rejects a spec that
 still holds the placeholder, so it can never reach a DNS answer.
 
+An address is an IP or a DNS name (an AWS load balancer reports only a hostname). A name
+stays a name in the spec; `targets` resolves it on every probe round and every apply, and
+the probes and the A answers use the addresses it resolves to (README "Hostname ingress").
+
 Engine-free: never imports pulumi.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -35,12 +40,15 @@ from edgefabric.config.models import (
     StrategyConfig,
     TcpCheck,
     TrafficEndpoint,
+    is_ip_address,
 )
 from edgefabric.config.vocab import CLOUDS, Cloud
 from edgefabric.errors import ConfigError, Problem
+from edgefabric.secrets import resolve
 from edgefabric.traffic.dns import BackendSettings
 from edgefabric.traffic.dns.base import HealthSettings, RecordSpec
-from edgefabric.traffic.health import CustomProbe, HttpProbe, Probe, TcpProbe, Thresholds
+from edgefabric.traffic.dns.resolver import RESOLVER_PATTERN, resolve_a, resolver_address
+from edgefabric.traffic.health import AllOf, CustomProbe, HttpProbe, Probe, SingleProbe, TcpProbe, Thresholds
 from edgefabric.traffic.planner import (
     FailoverMode,
     PlanInput,
@@ -60,34 +68,97 @@ RecordName = Annotated[(str, *DnsConfig.model_fields["record_name"].metadata)]
 Ttl = Annotated[(int, *DnsConfig.model_fields["ttl"].metadata)]
 
 
+# ---------------------------------------------------------- endpoints and targets
+
+# Why a cloud whose ingress is a DNS name fails a round when the name has no A records.
+DOES_NOT_RESOLVE = "does not resolve"
+
+
+def is_name(address: str) -> bool:
+    """True for a DNS name (an AWS load balancer's hostname), False for an IP literal: the
+    one rule the tier (Route53 `fqdn` or `ipAddress`), the probes and the backends share."""
+    return not is_ip_address(address)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One cloud's endpoint as one probe round (or one apply) sees it: the address as
+    configured, and the addresses it answers at. An IP answers at itself; a DNS name at
+    the A records it resolved to, sorted; () when it did not resolve."""
+
+    cloud: str
+    address: str
+    addresses: tuple[str, ...]
+
+    @property
+    def name(self) -> str | None:
+        return self.address if is_name(self.address) else None
+
+
+def _unresolved(target: Target) -> Probe:
+    """A failed round for a name without addresses, saying so ("<name> does not resolve").
+    There is nothing to connect to, so the stand-in is a check that cannot pass and starts
+    no connection (`false`); the label carries the reason into the health evidence."""
+    return AllOf((CustomProbe(("false",)),), (f"{target.address} {DOES_NOT_RESOLVE}",))
+
+
 # ------------------------------------------------------------- native checkers
 
 
 @dataclass(frozen=True)
 class NativeCheck:
     """How a cloud's own checker probes an endpoint: Route53 HealthCheck, GCP compute
-    HealthCheck and the Traffic Manager monitor all take exactly this."""
+    HealthCheck and the Traffic Manager monitor all take exactly this, one check."""
 
     protocol: Literal["HTTP", "HTTPS", "TCP"]
     port: int
     path: str | None  # None for TCP
+    # The checks the native checkers do not run, and what they do instead: said in the
+    # preview (`pulumi.log.warn` in the traffic tier), never silently another path.
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
 
-def native_check(check: HttpCheck | TcpCheck | CustomCheck) -> NativeCheck:
-    """The one mapping from our health check to the clouds' native checkers.
-
-    A `custom` check is a command only our probes can run. Its native stand-in is a TCP
-    connect to the ingress's plain-http port (HttpCheck's default port, 80): the weakest
-    probe that still catches a dead ingress. A stricter stand-in (an HTTP GET of `/` or of
-    `/health`, paths nobody configured) could fail on a service our own check calls healthy,
-    and the native checkers act on their own between reconciles: Route53 and Cloud DNS
-    would skip the cloud and Traffic Manager degrade it, against our verdict.
-    """
-    if isinstance(check, TcpCheck):
-        return NativeCheck("TCP", check.port, None)
+def describe_check(check: HttpCheck | TcpCheck | CustomCheck) -> str:
+    """A check in a few words: `https GET :443/healthz`, `tcp :8443`, `custom /bin/ok`."""
     if isinstance(check, HttpCheck):
-        return NativeCheck("HTTPS" if check.scheme == "https" else "HTTP", check.port, check.path)
-    return NativeCheck("TCP", HttpCheck.model_validate({}).port, None)
+        return f"{check.scheme} {check.method} :{check.port}{check.path}"
+    if isinstance(check, TcpCheck):
+        return f"tcp :{check.port}"
+    return "custom " + shlex.join(check.command)
+
+
+def native_check(checks: HealthCheckConfig | HttpCheck | TcpCheck | CustomCheck) -> NativeCheck:
+    """The one mapping from our health checks to the clouds' native checkers.
+
+    They take one check: the first `http`/`tcp` one of `healthCheck.checks` (or the single
+    `check`). The others are ours only, and `notes` names each with what the checkers run.
+
+    A `custom` check is a command only our probes can run. When the list has nothing else,
+    the native stand-in is a TCP connect to the ingress's plain-http port (HttpCheck's
+    default port, 80): the weakest probe that still catches a dead ingress. A stricter
+    stand-in (an HTTP GET of `/` or of `/health`, paths nobody configured) could fail on a
+    service our own check calls healthy, and the native checkers act on their own between
+    reconciles: Route53 and Cloud DNS would skip the cloud and Traffic Manager degrade it,
+    against our verdict.
+    """
+    hc = checks if isinstance(checks, HealthCheckConfig) else HealthCheckConfig(check=checks)
+    items = hc.all_checks
+    chosen = next((i for i, c in enumerate(items) if not isinstance(c, CustomCheck)), None)
+    if chosen is None:
+        port = HttpCheck.model_validate({}).port
+        notes = tuple(f"{hc.check_path(i)} ({describe_check(c)}) cannot run in the clouds' native checkers "
+                      f"(Route53, Traffic Manager, Cloud DNS); they connect over TCP to port {port} instead"
+                      for i, c in enumerate(items))
+        return NativeCheck("TCP", port, None, notes)
+    check = items[chosen]
+    notes = tuple(f"{hc.check_path(i)} ({describe_check(c)}) is not run by the clouds' native checkers "
+                  f"(Route53, Traffic Manager, Cloud DNS), which take one check; they run only "
+                  f"{hc.check_path(chosen)} ({describe_check(check)})"
+                  for i, c in enumerate(items) if i != chosen)
+    if isinstance(check, TcpCheck):
+        return NativeCheck("TCP", check.port, None, notes)
+    assert isinstance(check, HttpCheck)
+    return NativeCheck("HTTPS" if check.scheme == "https" else "HTTP", check.port, check.path, notes)
 
 
 # ------------------------------------------------------------------- the spec
@@ -120,6 +191,9 @@ class FailoverSpec(BaseModel):
     health_check_ids: dict[Cloud, str] = {}
     # Seconds between deploy-time probe rounds; default: min(1 s, the interval).
     probe_round_gap_s: float | None = Field(None, ge=0)
+    # Where DNS-name endpoints are resolved (`host[:port]`); default: `EDGEFABRIC_RESOLVER`,
+    # else the system's resolver. Tests point it at the local PowerDNS.
+    resolver: str | None = Field(None, pattern=RESOLVER_PATTERN)
 
     # ---- building and restoring
 
@@ -259,38 +333,105 @@ class FailoverSpec(BaseModel):
             health=dict(health),
         )
 
-    def probes(self) -> dict[str, Probe]:
-        check = self.health_check.check
+    def probes(self, lookup: Callable[[str], str | None] | None = None) -> dict[str, Probe]:
+        """One probe per cloud: its checks, each against the cloud's ingress address, or,
+        for a DNS name, against every address it resolves to this round (`targets`); a name
+        that does not resolve fails the round ("<name> does not resolve").
+
+        http/https ask for the record's name (Host and TLS SNI: `record_name` without the
+        dot, or the check's `hostHeader`) while connecting to the address; an ingress
+        `health_url` is requested as written. A `caBundleRef` is resolved here (`lookup`
+        answers `config:` references; see `edgefabric.secrets.resolve`), so a reference that
+        points at nothing is a ConfigError naming it, not every cloud down."""
+        hc = self.health_check
+        checks = hc.all_checks
+        ca = {i: _ca_bundle(c.ca_bundle_ref, f"{hc.check_path(i)}.caBundleRef", lookup)
+              for i, c in enumerate(checks) if isinstance(c, HttpCheck) and c.ca_bundle_ref}
+        record = self.record_name.rstrip(".")
         out: dict[str, Probe] = {}
+        targets = self.targets()
         for cloud, ep in self.endpoints.items():
-            if isinstance(check, CustomCheck):
-                # The command gets the target as its last argument so one command serves all clouds.
-                out[cloud] = CustomProbe((*check.command, ep.address))
-            elif isinstance(check, TcpCheck):
-                out[cloud] = TcpProbe(ep.address, check.port)
-            else:
-                url = ep.health_url or f"{check.scheme}://{ep.address}:{check.port}{check.path}"
-                out[cloud] = HttpProbe(url, check.method, check.expected_status)
+            target = targets[cloud]
+            if not target.addresses:
+                out[cloud] = _unresolved(target)  # down this round, never skipped
+                continue
+            # A DNS name is probed at every address it resolved to: each gets an equal share of
+            # the cloud's traffic, so the cloud passes a round only when all of them pass.
+            singles: list[SingleProbe] = []
+            labels: list[str] = []
+            for n, address in enumerate(target.addresses):
+                for i, check in enumerate(checks):
+                    if isinstance(check, CustomCheck):
+                        # The command gets the target as its last argument so one command serves all clouds.
+                        singles.append(CustomProbe((*check.command, address), check.timeout_s))
+                    elif isinstance(check, TcpCheck):
+                        singles.append(TcpProbe(address, check.port, check.timeout_s))
+                    elif ep.health_url:
+                        if n:
+                            continue  # requested as written: once, whatever the name resolves to
+                        singles.append(HttpProbe(ep.health_url, check.method, check.expected_status,
+                                                 check.host_header, ca.get(i), check.timeout_s))
+                    else:
+                        host = f"[{address}]" if ":" in address else address
+                        singles.append(HttpProbe(f"{check.scheme}://{host}:{check.port}{check.path}", check.method,
+                                                 check.expected_status, check.host_header or record, ca.get(i),
+                                                 check.timeout_s))
+                    labels.append(hc.check_path(i) if len(target.addresses) == 1
+                                  else f"{hc.check_path(i)} at {address}")
+            out[cloud] = singles[0] if len(singles) == 1 else AllOf(tuple(singles), tuple(labels))
         return out
 
+    def targets(self) -> dict[str, Target]:
+        """Each cloud's endpoint with the addresses it answers at now: an IP as is, a DNS name
+        resolved with dnspython (`resolver`, else `EDGEFABRIC_RESOLVER`, else the system's),
+        each name within the health check's timeout. Called on every probe round and at
+        every apply, so a load balancer that moves is followed."""
+        server = resolver_address(self.resolver)
+        return {cloud: Target(cloud, ep.address,
+                              resolve_a(ep.address, server, self.timeout_s) if ep.is_name else (ep.address,))
+                for cloud, ep in self.endpoints.items()}
+
     def health_settings(self) -> HealthSettings:
-        native = native_check(self.health_check.check)
+        native = native_check(self.health_check)
         return HealthSettings(native.protocol, native.port, native.path, self.interval_s, self.timeout_s,
                               self.thresholds)
 
-    def record_spec(self) -> RecordSpec:
+    def record_spec(self, resolve_names: bool = True) -> RecordSpec:
+        """What the backends publish: each cloud's endpoint and, for a DNS name, the
+        addresses it resolves to now (`targets`). `resolve_names=False` skips resolving, for
+        callers that need no addresses (delete)."""
+        names = [c for c, ep in self.endpoints.items() if ep.is_name]
+        addresses = ({str(c): t.addresses for c, t in self.targets().items() if c in names}
+                     if names and resolve_names else {})
         return RecordSpec(
             name=self.record_name,
             ttl=self.ttl,
             endpoints={c: ep.address for c, ep in self.endpoints.items()},
             health=self.health_settings(),
             health_check_ids={str(c): i for c, i in self.health_check_ids.items()},
+            addresses=addresses,
         )
 
 
 # ------------------------------------------------------------------ problems
 
 _UNION_TAGS = ("http", "tcp", "custom")
+
+
+def _union_tag(loc: tuple[Any, ...], i: int) -> bool:
+    """`loc[i]` is a check union's tag: after `check`, or after an index of `checks`."""
+    if loc[i] not in _UNION_TAGS or not i:
+        return False
+    return loc[i - 1] == "check" or (isinstance(loc[i - 1], int) and i > 1 and loc[i - 2] == "checks")
+
+
+def _ca_bundle(ref: str, where: str, lookup: Callable[[str], str | None] | None) -> str:
+    """The PEM bundle a `caBundleRef` points at; ConfigError naming `where` (never the value)."""
+    pem = str(resolve(ref, where, lookup))
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise ConfigError.one(where, ref, "a reference to a PEM bundle of CA certificates "
+                                          "(-----BEGIN CERTIFICATE----- ...)")
+    return pem
 
 
 def _problems(exc: ValidationError) -> list[Problem]:
@@ -300,7 +441,7 @@ def _problems(exc: ValidationError) -> list[Problem]:
         for i, part in enumerate(err["loc"]):
             if isinstance(part, int):
                 path += f"[{part}]"
-            elif part == "[key]" or (part in _UNION_TAGS and i and err["loc"][i - 1] == "check"):
+            elif part == "[key]" or _union_tag(err["loc"], i):
                 continue  # a bad dict key, or the discriminated union's tag: not keys anybody wrote
             else:
                 path += ("." if path else "") + str(part)

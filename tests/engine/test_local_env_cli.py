@@ -1,5 +1,6 @@
 """scripts/local-env (devenv.cli) against the real stand-ins: idempotent up, status, fail/heal,
-down, and a chain that survives a restart (anvil --state)."""
+down, and a chain that survives a restart (anvil --state). The local stack's clusters start and
+stop with them (their own checks: tests/engine/test_tiers.py)."""
 
 from __future__ import annotations
 
@@ -35,22 +36,26 @@ def test_up_is_idempotent_and_status_says_what_runs_where(stack: tuple[Path, Pat
     project, data, ports = stack
     first = local_env(project, data, ports, "up").stdout
     assert "anvil:     started" in first and "endpoints: started aws, azure, gcp" in first, first
+    assert "clusters:  started aws, azure, gcp, edge" in first, first
     again = local_env(project, data, ports, "up").stdout
     assert "anvil:     already running" in again and "powerdns:  already running" in again, again
-    assert "endpoints: already running" in again, again
+    assert "endpoints: already running" in again and "clusters:  aws, azure, gcp, edge already running" in again, again
 
     proc = local_env(project, data, ports, "status", "--json")
     assert proc.returncode == 0
     st = json.loads(proc.stdout)
     assert st["anvil"]["rpc_url"] == f"http://127.0.0.1:{ports.anvil}" and st["anvil"]["running"]
     assert st["powerdns"]["api_url"] == f"http://127.0.0.1:{ports.pdns_api}" and st["powerdns"]["running"]
+    # Where each cloud's api-gateway load balancer answers: aws's hostname resolves to 127.0.1.1,
+    # azure and gcp get the first address of their pools.
     assert {c: (e["ip"], e["port"], e["running"]) for c, e in st["endpoints"].items()} == {
         "aws": ("127.0.1.1", ports.endpoint, True),
-        "azure": ("127.0.1.2", ports.endpoint, True),
-        "gcp": ("127.0.1.3", ports.endpoint, True),
+        "azure": ("127.0.2.1", ports.endpoint, True),
+        "gcp": ("127.0.3.1", ports.endpoint, True),
     }
+    assert all(c["running"] for c in st["clusters"].values()) and st["etcd"]["running"], st["clusters"]
     text = local_env(project, data, ports, "status").stdout
-    assert f"http://127.0.1.2:{ports.endpoint}/health -> healthy" in text, text
+    assert f"http://127.0.2.1:{ports.endpoint}/health -> healthy" in text, text
 
 
 def test_fail_and_heal_flip_a_clouds_health(stack: tuple[Path, Path, LocalPorts]) -> None:
@@ -60,7 +65,7 @@ def test_fail_and_heal_flip_a_clouds_health(stack: tuple[Path, Path, LocalPorts]
     assert _health(url) == 200
     local_env(project, data, ports, "fail", "aws")
     assert _health(url) == 503
-    assert _health(f"http://127.0.1.2:{ports.endpoint}/health") == 200
+    assert _health(f"http://127.0.2.1:{ports.endpoint}/health") == 200
     local_env(project, data, ports, "heal", "aws")
     assert _health(url) == 200
 

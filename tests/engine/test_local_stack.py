@@ -1,4 +1,5 @@
-"""The real Pulumi CLI on a throwaway copy of the `local` stack (anvil + PowerDNS + 3 endpoints).
+"""The real Pulumi CLI on a throwaway copy of the `local` stack (local clusters, anvil, PowerDNS,
+one endpoint per cloud), shared with test_tiers.py (`shared_local_stack`).
 
 One scenario, in order (each test builds on the state the previous one left):
 preview lists the creates -> up (outputs checked against the chain and PowerDNS) -> no-change
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +30,12 @@ from tests.kits.engine import (
     ANVIL_DEV_KEY,
     Engine,
     LocalPorts,
-    copy_project,
+    LocalStackRun,
     describe,
     diff_ops,
     local_env,
-    pick_local_ports,
     resources_of_type,
+    shared_local_stack,
     steps_by_op,
     wait_for,
 )
@@ -50,6 +52,7 @@ class LocalStack:
     engine: Engine
     ports: LocalPorts
     local_env_dir: Path
+    run: LocalStackRun
 
     @property
     def rpc_url(self) -> str:
@@ -78,23 +81,11 @@ class LocalStack:
 
 
 @pytest.fixture(scope="module")
-def stack(engine_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    root = tmp_path_factory.mktemp("engine-local")
-    ports = pick_local_ports()
-    project = copy_project(root / "project", ports)
-    st = LocalStack(Engine(project=project, root=root, bin_dir=engine_bin), ports, root / "local-env")
-    st.local_env("up")
-    try:
-        # The copied stack file keeps its encryption salt and secure values: the published
-        # local passphrase opens them, exactly as for `make demo`.
-        st.engine.run("stack", "init", STACK)
-        yield st
-    finally:
-        try:
-            st.engine.run("cancel", "--yes", "--stack", STACK, check=False)
-            st.engine.run("destroy", "--yes", "--stack", STACK, check=False, timeout=300)
-        finally:
-            st.local_env("down", "--purge")
+def stack(request: pytest.FixtureRequest, engine_bin: Path) -> Iterator[LocalStack]:
+    # One copy of the stack, its stand-ins and clusters for the session (initialised, not
+    # deployed; destroyed and stopped when the session ends).
+    run = shared_local_stack(request, engine_bin)
+    yield LocalStack(run.engine, run.ports, run.local_env_dir, run)
 
 
 def test_shipped_stack_file_carries_its_secrets_encrypted() -> None:
@@ -121,7 +112,9 @@ def test_preview_lists_the_expected_creates(stack: LocalStack) -> None:
 
 
 def test_up_deploys_contract_services_and_weights(stack: LocalStack) -> None:
-    stack.engine.run("up", "--yes", "--stack", STACK, timeout=900)
+    started = time.monotonic()
+    stack.engine.run("up", "--yes", "--stack", STACK, timeout=1800)
+    stack.run.record("first_up_s", time.monotonic() - started)
     state = stack.state()
     [contract] = resources_of_type(state, CONTRACT)
     address = contract["outputs"]["address"]
@@ -189,6 +182,12 @@ def test_refresh_sees_drift_and_up_repairs_it(stack: LocalStack) -> None:
     stack.engine.run("preview", "--expect-no-changes", "--stack", STACK)
 
 
+def registry_steps(steps: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The steps without the Kubernetes objects (the edited service's Deployment and Service on
+    each cluster change with it)."""
+    return {op: kept for op, labels in steps.items() if (kept := [x for x in labels if not x.startswith("kubernetes:")])}
+
+
 def _edit_service(stack: LocalStack, name: str, edit: Any) -> None:
     path = stack.engine.project / "Pulumi.local.yaml"
     doc = yaml.safe_load(path.read_text())
@@ -205,7 +204,7 @@ def test_endpoint_change_updates_in_place_and_version_change_replaces(stack: Loc
 
     # Endpoints (from the service's first port) change: the same registration is updated.
     _edit_service(stack, "business-logic", lambda svc: svc["ports"][0].update(port=8090))
-    steps = steps_by_op(stack.engine.preview_json(STACK))
+    steps = registry_steps(steps_by_op(stack.engine.preview_json(STACK)))
     assert steps.get("update") == [label], steps
     assert not steps.get("replace") and not steps.get("create"), steps
     stack.engine.run("up", "--yes", "--stack", STACK, timeout=900)
@@ -216,7 +215,7 @@ def test_endpoint_change_updates_in_place_and_version_change_replaces(stack: Loc
 
     # The version (the image tag) is part of the on-chain id: a new registration replaces it.
     _edit_service(stack, "business-logic", lambda svc: svc.update(image="ghcr.io/edgefabric/business-logic:2.2.0"))
-    steps = steps_by_op(stack.engine.preview_json(STACK))
+    steps = registry_steps(steps_by_op(stack.engine.preview_json(STACK)))
     assert steps.get("replace") == [label], steps
     stack.engine.run("up", "--yes", "--stack", STACK, timeout=900)
     [after] = [r for r in resources_of_type(stack.state(), SERVICE) if r["urn"] == before["urn"]]

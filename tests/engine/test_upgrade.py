@@ -126,7 +126,9 @@ def upgrade(engine_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     root = tmp_path_factory.mktemp("engine-upgrade")
     ports = pick_local_ports()
     old_tree = old_project(export_rev(OLD_REV, root / "old"), ports)
-    new_tree = copy_project(root / "new", ports)
+    # The same stack file on both sides (the old one, with its stand-in ingress addresses): what
+    # changes is the code, not the stack.
+    new_tree = copy_project(root / "new", ports, stack_file=old_tree / "Pulumi.local.yaml")
     # One PULUMI_HOME and one file backend (`root`): the same stack, first run by the old code,
     # then by the new. The old program and its provider host import components/ and providers/
     # from the old tree; the new ones import the installed edgefabric package, nothing else.

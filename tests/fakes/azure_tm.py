@@ -9,12 +9,16 @@ checked by their published rules), a Bearer token is present, and the body
 validates strictly against the operation's body schema. Responses are built in
 the shape of the published examples and are themselves validated against the
 response schema (a mismatch is a fake bug and is logged as a violation too).
+
+`hang()` turns the fake into a black hole: it accepts every connection and reads the
+request, then never answers until `hang(False)` or `stop()`; a test of deadlines uses it.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +57,21 @@ class FakeTrafficManager(FakeServer):
             self.routes.append((re.compile(regex, re.IGNORECASE), template, ops))
         # (subscription, resource group lowercased, profile lowercased) -> profile JSON
         self.profiles: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._answering = threading.Event()
+        self._answering.set()
+        self.hung_requests = 0
+
+    # ---------------------------------------------------------------- black hole
+    def hang(self, on: bool = True) -> None:
+        """Black-hole mode on (every request is held unanswered) or off (held ones answer now)."""
+        if on:
+            self._answering.clear()
+        else:
+            self._answering.set()
+
+    def stop(self) -> None:
+        self.hang(False)
+        super().stop()
 
     # ---------------------------------------------------------------- validation
     def _match(self, req: Request) -> tuple[dict[str, Any], dict[str, str]] | None:
@@ -127,6 +146,10 @@ class FakeTrafficManager(FakeServer):
 
     # ----------------------------------------------------------------- dispatch
     def handle(self, req: Request) -> Reply:
+        if not self._answering.is_set():
+            with self.lock:
+                self.hung_requests += 1
+            self._answering.wait()
         matched = self._match(req)
         if matched is None:
             return self.reject(req, ["no such path/method in the published spec"], 404)

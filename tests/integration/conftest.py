@@ -1,6 +1,7 @@
 """Real local services for the failover tests, started here and stopped after.
 
 - pdns: a real pdns_server (sqlite3, LUA records) on free loopback ports;
+- elb_names: A records in pdns's zone standing in for AWS load balancers' hostnames;
 - endpoints: the three loopback ingress stand-ins (127.0.1.1-3, one port);
 - moto: `moto_server` on a free loopback port, for Route53 over HTTP;
 - azure_fake / gcp_fake: schema-validating fakes; any violation a test did not
@@ -27,6 +28,7 @@ from devenv.endpoints import DEFAULT_IPS, LocalEndpoints, free_common_port
 from devenv.powerdns import PowerDnsServer, PowerDnsSettings, free_port, start_powerdns
 from edgefabric.chain.client import ChainClient, connect, load_account
 from edgefabric.chain.registry import Registry, load_artifact
+from edgefabric.traffic.dns.http import json_request
 from tests.fakes import azure_tm, gcp_dns
 from tests.kits.registry import Deployed
 
@@ -54,6 +56,42 @@ def endpoints(tmp_path: Path) -> Iterator[LocalEndpoints]:
 
 def resolver_for(server: PowerDnsServer) -> dns.resolver.Resolver:
     return server.resolver()
+
+
+class ElbNames:
+    """A-record names in the PowerDNS zone standing in for the hostnames AWS load balancers
+    report (`<name>.elb.<zone>`): `add` publishes one, `set` changes its addresses, `drop`
+    makes it stop resolving. `resolver` is what FailoverSpec.resolver takes."""
+
+    def __init__(self, server: PowerDnsServer) -> None:
+        self.server = server
+        self.resolver = f"127.0.0.1:{server.dns_port}"
+        self.names: list[str] = []
+
+    def _patch(self, rrset: dict[str, object]) -> None:
+        zone_url = f"{self.server.api_url}/api/v1/servers/localhost/zones/{ZONE}"
+        json_request("PATCH", zone_url, {"X-API-Key": self.server.api_key}, {"rrsets": [rrset]})
+
+    def add(self, label: str, addresses: list[str]) -> str:
+        name = f"{label}-{time.monotonic_ns():x}.elb.{ZONE}".rstrip(".")
+        self.names.append(name)
+        self.set(name, addresses)
+        return name
+
+    def set(self, name: str, addresses: list[str]) -> None:
+        self._patch({"name": name + ".", "type": "A", "ttl": 1, "changetype": "REPLACE",
+                     "records": [{"content": a, "disabled": False} for a in addresses]})  # fmt: skip
+
+    def drop(self, name: str) -> None:
+        self._patch({"name": name + ".", "type": "A", "changetype": "DELETE"})
+
+
+@pytest.fixture
+def elb_names(pdns: PowerDnsServer) -> Iterator[ElbNames]:
+    names = ElbNames(pdns)
+    yield names
+    for name in names.names:
+        names.drop(name)
 
 
 def answer_counts(server: PowerDnsServer, name: str, n: int) -> collections.Counter[str]:

@@ -245,24 +245,59 @@ class LocalPorts:
     pdns_api: int
     pdns_dns: int
     endpoint: int
+    etcd: int = 0  # etcd's client port (the peer port is the next one); 0: the stack's default
+    k8s_base: int = 0  # cluster i: k8s_base + 10i .. + 3 (devenv.cli); 0: the stack's default
+
+
+def free_port_block(n: int, host: str = "127.0.0.1", avoid: range | None = None) -> int:
+    """The first of `n` consecutive TCP ports free on `host` a moment ago, below the kernel's
+    ephemeral range (so no outgoing connection takes one of them meanwhile)."""
+    import random
+
+    for _ in range(200):
+        base = random.randrange(20000, 32000 - n)
+        if avoid is not None and (base in avoid or base + n - 1 in avoid or avoid.start in range(base, base + n)):
+            continue
+        socks = []
+        try:
+            for port in range(base, base + n):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind((host, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no block of {n} free ports on {host}")
 
 
 def pick_local_ports() -> LocalPorts:
     from devenv.endpoints import DEFAULT_IPS, free_common_port
+    from devenv.loadbalancer import DEFAULT_POOLS
 
+    # The endpoints listen at 127.0.1.x (and at the first address of the azure/gcp pools, for a
+    # stack on local clusters); one port free on all of them.
+    ips = [*DEFAULT_IPS.values(), *(p.replace(".0/24", ".1") for p in DEFAULT_POOLS.values())]
+    k8s_base = free_port_block(40)
     return LocalPorts(
         anvil=free_port(),
         pdns_api=free_port(),
         pdns_dns=free_udp_tcp_port(),
-        endpoint=free_common_port(DEFAULT_IPS.values()),
+        endpoint=free_common_port(ips),
+        etcd=free_port_block(2, avoid=range(k8s_base, k8s_base + 40)),
+        k8s_base=k8s_base,
     )
 
 
-def copy_project(dest: Path, ports: LocalPorts) -> Path:
+def copy_project(dest: Path, ports: LocalPorts, stack_file: Path | None = None) -> Path:
     """A throwaway copy of the project whose `local` stack points at the test's ports.
 
     Code directories are symlinked (the program resolves its own files from their real paths);
-    the stack file is rewritten with the ports, keeping its secure values and encryption salt.
+    the stack file (`stack_file`, default the repo's Pulumi.local.yaml) is rewritten with the
+    ports, keeping its secure values and encryption salt. The health-check port is also the
+    api-gateway's port that serves it, where the stack has one.
     """
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("Pulumi.yaml", "__main__.py"):
@@ -270,22 +305,136 @@ def copy_project(dest: Path, ports: LocalPorts) -> Path:
     for name in ("components", "providers", "contracts", "devenv", "policies", "venv"):
         if (REPO / name).exists():
             (dest / name).symlink_to(REPO / name)
-    doc = yaml.safe_load((REPO / "Pulumi.local.yaml").read_text())
+    doc = yaml.safe_load((stack_file or REPO / "Pulumi.local.yaml").read_text())
     cfg = doc["config"]
     cfg["edgefabric:registry"]["rpcUrl"] = f"http://127.0.0.1:{ports.anvil}"
     cfg["edgefabric:dns"]["backends"]["powerdns"]["apiUrl"] = f"http://127.0.0.1:{ports.pdns_api}"
-    cfg["edgefabric:healthCheck"]["check"]["port"] = ports.endpoint
+    check = cfg["edgefabric:healthCheck"]["check"]
+    for svc in (cfg.get("edgefabric:core") or {}).get("services") or []:
+        for port in svc["ports"] if svc.get("kind") == "api-gateway" else []:
+            if port["port"] == check["port"]:
+                port["port"] = ports.endpoint
+    check["port"] = ports.endpoint
     (dest / "Pulumi.local.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     return dest
+
+
+def local_env_args(project: Path, data_dir: Path, ports: LocalPorts) -> list[str]:
+    """devenv.cli's global options for the copied stack and the test's ports."""
+    args = ["--dir", str(data_dir), "--stack-file", str(project / "Pulumi.local.yaml"),
+            "--pdns-dns-port", str(ports.pdns_dns)]
+    if ports.etcd:
+        args += ["--etcd-port", str(ports.etcd)]
+    if ports.k8s_base:
+        args += ["--k8s-port-base", str(ports.k8s_base)]
+    return args
 
 
 def local_env(project: Path, data_dir: Path, ports: LocalPorts, *args: str) -> subprocess.CompletedProcess[str]:
     """Drive devenv.cli (what scripts/local-env runs) for the copied stack."""
     proc = subprocess.run(
-        [str(VENV_PYTHON), "-m", "devenv.cli", "--dir", str(data_dir),
-         "--stack-file", str(project / "Pulumi.local.yaml"), "--pdns-dns-port", str(ports.pdns_dns), *args],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        [str(VENV_PYTHON), "-m", "devenv.cli", *local_env_args(project, data_dir, ports), *args],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     if proc.returncode not in (0, 3):
         raise AssertionError(describe(proc))
     return proc
+
+
+def local_program_env(project: Path, data_dir: Path, ports: LocalPorts) -> dict[str, str]:
+    """What the program needs from the environment for the copied stack: the kubeconfigs its
+    `env:` references name (read from the files local-env wrote, never passed as arguments)
+    and EDGEFABRIC_RESOLVER (the local PowerDNS, which resolves the aws load balancers' names)."""
+    from devenv.cli import LocalEnv
+
+    env = LocalEnv.load(data_dir, project / "Pulumi.local.yaml", pdns_dns_port=ports.pdns_dns,
+                        etcd_port=ports.etcd or None, k8s_port_base=ports.k8s_base or None)
+    return env.program_env()
+
+
+def install_k8s_provider(home: Path) -> None:
+    """The Kubernetes provider plugin (built from Go modules, cached) installed into `home`'s
+    plugin cache: what `PULUMI_HOME=<home> tools/pulumi-kubernetes/build.sh` does."""
+    proc = subprocess.run(
+        ["bash", str(REPO / "tools" / "pulumi-kubernetes" / "build.sh")],
+        env={**os.environ, "PULUMI_HOME": str(home)}, capture_output=True, text=True, timeout=3600,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError("tools/pulumi-kubernetes/build.sh failed; the local stack needs the Kubernetes "
+                           f"provider plugin.\n{describe(proc)}")
+
+
+# ------------------------------------------------------------ one deployed local stack per session
+
+
+LOCAL_STACK = "local"
+
+
+@dataclass
+class LocalStackRun:
+    """A throwaway copy of the project, its stand-ins and local clusters (scripts/local-env),
+    and an engine whose environment carries what the program reads from it."""
+
+    engine: Engine
+    ports: LocalPorts
+    local_env_dir: Path
+    timings: dict[str, float]
+
+    def local_env(self, *args: str) -> str:
+        return local_env(self.engine.project, self.local_env_dir, self.ports, *args).stdout
+
+    def local_env_handle(self) -> Any:
+        """The devenv.cli LocalEnv of this run (clusters, their APIs, kubeconfigs)."""
+        from devenv.cli import LocalEnv
+
+        return LocalEnv.load(self.local_env_dir, self.engine.project / "Pulumi.local.yaml",
+                             pdns_dns_port=self.ports.pdns_dns, etcd_port=self.ports.etcd or None,
+                             k8s_port_base=self.ports.k8s_base or None)
+
+    def record(self, what: str, seconds: float) -> None:
+        self.timings.setdefault(what, round(seconds, 1))
+        (self.engine.root / "timings.json").write_text(json.dumps(self.timings, indent=2))
+
+
+_RUNS: dict[str, LocalStackRun] = {}
+
+
+def shared_local_stack(request: Any, engine_bin: Path) -> LocalStackRun:
+    """One local stack for the whole test session, shared by the modules that deploy it (the
+    tiers take minutes to deploy): the stand-ins and clusters are started once, the stack is
+    initialised once, and everything is destroyed and stopped when the session ends
+    (`config.add_cleanup`). Each module leaves the stack in a state the next can start from.
+    `request` is a pytest FixtureRequest."""
+    if "local" in _RUNS:
+        return _RUNS["local"]
+    import sys
+
+    config = request.config
+    root = request.getfixturevalue("tmp_path_factory").mktemp("engine-local")
+    ports = pick_local_ports()
+    project = copy_project(root / "project", ports)
+    engine = Engine(project=project, root=root, bin_dir=engine_bin)
+    run = LocalStackRun(engine, ports, root / "local-env", {})
+    started = time.monotonic()
+    run.local_env("up")
+    run.record("local_env_up_s", time.monotonic() - started)
+
+    def teardown() -> None:
+        try:
+            engine.run("cancel", "--yes", "--stack", LOCAL_STACK, check=False)
+            engine.run("destroy", "--yes", "--stack", LOCAL_STACK, check=False, timeout=900)
+        finally:
+            run.local_env("down", "--purge")
+            _RUNS.pop("local", None)
+            print(f"\nlocal stack timings (s): {json.dumps(run.timings)}", file=sys.__stderr__)
+
+    config.add_cleanup(teardown)
+    install_k8s_provider(engine.home)
+    # PYTHONPATH: the program and the dynamic-provider host import this tree's packages, whatever
+    # checkout the shared venv's editable install points at.
+    engine.extra_env = {**local_program_env(project, run.local_env_dir, ports), "PYTHONPATH": str(REPO)}
+    # The copied stack file keeps its encryption salt and secure values: the published local
+    # passphrase opens them, exactly as for `make demo`.
+    engine.run("stack", "init", LOCAL_STACK)
+    _RUNS["local"] = run
+    return run

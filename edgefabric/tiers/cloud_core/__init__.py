@@ -1,4 +1,4 @@
-"""Tier 1, the cloud core: one managed Kubernetes cluster per cloud, running the core services.
+"""Tier 1, the cloud core: one Kubernetes cluster per cloud, running the core services.
 
 One `CloudCore` per provisioned cloud. Each makes its cloud's explicit provider, builds its
 cluster (EKS in `aws`, AKS in `azure`, GKE in `gcp`), turns the cluster's outputs into a
@@ -6,8 +6,15 @@ kubeconfig (a secret), makes its own `kubernetes.Provider` from it, and deploys 
 services through that provider: the global API gateway behind a LoadBalancer Service, data
 analytics, user management and business logic.
 
+A cloud may bring a cluster it already runs instead (`clouds.<cloud>.cluster.kubeconfigRef`):
+then the core creates no cloud provider and no cloud resource at all, reads the kubeconfig
+through the secret reference (a secret Output from the start), and deploys the same core
+services through a `kubernetes.Provider` of the same name. The local stack runs this way,
+on local control planes (scripts/local-env).
+
 A core sees only its slice of the stack config (`CloudCoreArgs`): its cloud's settings, its
-cluster size, the core services, the environment and the extra tags.
+cluster size (none for an existing cluster), the core services, the environment and the
+extra tags.
 
 Logical names are stable (`<cloud>-vpc`, `<cloud>-cluster`, `<cloud>-<service>`). Renaming
 one, or moving it to another parent, needs an `aliases=` entry or the engine replaces it.
@@ -23,7 +30,8 @@ from typing import Any, NamedTuple
 import pulumi
 import pulumi_kubernetes as k8s
 
-from edgefabric.config import AwsCloud, AzureCloud, Cloud, ClusterSize, CoreService, GcpCloud
+from edgefabric.config import AwsCloud, AzureCloud, Cloud, ClusterSize, CoreService, ExistingCluster, GcpCloud
+from edgefabric.tiers import secret_output
 from edgefabric.tiers.cloud_providers import CloudSettings, cloud_provider
 from edgefabric.tiers.labels import cloud_tags, k8s_labels
 from edgefabric.tiers.workloads import PodShape, default_limits, deploy_service
@@ -38,9 +46,10 @@ class CloudCoreArgs:
     """One cloud core's slice of the stack config."""
 
     cloud: Cloud
-    cluster: ClusterSize  # `core.clusters.<cloud>`
+    size: ClusterSize | None  # `core.clusters.<cloud>`; None when the cloud brings its cluster
     services: Sequence[CoreService]  # `core.services`
-    settings: CloudSettings  # `clouds.<cloud>`: region/location/project, credential references
+    # `clouds.<cloud>`: region/location/project, credential references, an existing `cluster`
+    settings: CloudSettings
     environment: str
     tags: Mapping[str, str] = field(default_factory=dict)  # the stack's extra tags
 
@@ -51,6 +60,21 @@ class CloudCoreArgs:
         if not isinstance(self.settings, expected):
             raise TypeError(f"CloudCoreArgs.settings: {self.cloud} needs {expected.__name__}, "
                             f"got {type(self.settings).__name__}")
+        if (self.size is None) == (self.existing is None):
+            raise ValueError(f"CloudCoreArgs: {self.cloud} needs exactly one of a cluster size "
+                             f"(core.clusters.{self.cloud}) and an existing cluster (clouds.{self.cloud}.cluster)")
+
+    @property
+    def existing(self) -> ExistingCluster | None:
+        """The cluster the cloud brings (`clouds.<cloud>.cluster`), or None: this core creates one."""
+        return self.settings.cluster
+
+    @property
+    def cluster(self) -> ClusterSize:
+        """The size of the cluster this core creates (`core.clusters.<cloud>`)."""
+        if self.size is None:
+            raise ValueError(f"CloudCoreArgs: {self.cloud} deploys onto an existing cluster: it has no size")
+        return self.size
 
     @property
     def cluster_name(self) -> str:
@@ -69,9 +93,12 @@ class CloudCore(pulumi.ComponentResource):
     """A managed cluster in one cloud and the core services on it.
 
     Outputs: `cluster_name`, `kubeconfig` (secret), `ingress_address` (the API gateway's
-    load-balancer address); `provider` (the cloud's) and `k8s_provider` (the cluster's)
-    for other tiers that deploy into this cloud or onto this cluster.
+    load-balancer address); `provider` (the cloud's; None on an existing cluster, where the
+    core makes no cloud resource) and `k8s_provider` (the cluster's) for other tiers that
+    deploy into this cloud or onto this cluster.
     """
+
+    provider: pulumi.ProviderResource | None
 
     cluster_name: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]
@@ -82,9 +109,13 @@ class CloudCore(pulumi.ComponentResource):
         self.cloud = args.cloud
         self._env = args.environment
         tags = cloud_tags(args.environment, TIER, args.cloud, args.tags)
-        # The cloud's provider belongs to this component, like the cluster it creates.
-        self.provider = cloud_provider(args.settings, tags, self)
-        cluster = _build_cluster(args, tags, self, self.provider)
+        if args.existing is None:
+            # The cloud's provider belongs to this component, like the cluster it creates.
+            self.provider = cloud_provider(args.settings, tags, self)
+            cluster = _build_cluster(args, tags, self, self.provider)
+        else:
+            self.provider = None
+            cluster = _existing_cluster(args.cloud, args.existing)
         self.cluster_name = cluster.name
         self.kubeconfig = pulumi.Output.secret(cluster.kubeconfig)
         self.k8s_provider = k8s.Provider(
@@ -133,12 +164,30 @@ def _build_cluster(args: CloudCoreArgs, tags: dict[str, str], parent: pulumi.Res
     return build(args, tags, parent, provider)
 
 
+def _existing_cluster(cloud: Cloud, existing: ExistingCluster) -> Cluster:
+    """A cluster the cloud brings: its kubeconfig comes from the secret reference (a secret
+    Output, never plain in state or logs); its name is the reference, which says where the
+    kubeconfig is read from and is no secret."""
+    ref = existing.kubeconfig_ref
+    return Cluster(name=pulumi.Output.from_input(ref),
+                   kubeconfig=secret_output(ref, f"clouds.{cloud}.cluster.kubeconfigRef"))
+
+
 def _lb_address(status: object) -> str:
-    try:
-        point = status.load_balancer.ingress[0]  # type: ignore[attr-defined]
-    except (AttributeError, IndexError, TypeError):
-        return ""
-    return point.ip or point.hostname or ""
+    """The load balancer's address from a Service's `status.loadBalancer.ingress`: the first
+    entry's `ip`, or its `hostname` when it has no ip, which is all an AWS load balancer
+    (an EKS NLB or ELB) ever reports. "" while nothing is reported yet. Reads the SDK's
+    typed status and a plain dict (camelCase) alike."""
+
+    def get(obj: object, key: str) -> Any:
+        return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
+
+    lb = get(status, "load_balancer") or get(status, "loadBalancer")
+    for point in (get(lb, "ingress") if lb is not None else None) or []:
+        address = get(point, "ip") or get(point, "hostname")
+        if address:
+            return str(address)
+    return ""
 
 
 def exec_kubeconfig(server: str, ca_data: str, name: str, exec_spec: Mapping[str, Any]) -> str:

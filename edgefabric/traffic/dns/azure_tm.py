@@ -2,7 +2,10 @@
 
 Published for a record (profile P, relative DNS name R):
 - profile P: routing method `Weighted`, monitor config from the health
-  settings, one external endpoint per cloud (target = the cloud's IPv4).
+  settings, one external endpoint per cloud (target = the cloud's IPv4, or its
+  DNS name as is: an external endpoint takes an FQDN natively, Traffic Manager
+  answers it with a CNAME and monitors whatever it resolves to, so nothing is
+  resolved here and the weight stays one per cloud).
   Traffic Manager weights are 1..1000, so weight 0 is expressed as a
   *disabled* endpoint (weight 1, endpointStatus Disabled);
 - with region rules: one Weighted profile per rule (`P-<rule>`) and a
@@ -10,6 +13,13 @@ Published for a record (profile P, relative DNS name R):
   to its child profile and `WORLD` to P. Users then resolve `R-geo`.
 Each profile is written with one PUT carrying its endpoints, so a profile is
 never half-updated; unchanged profiles are not written (idempotent).
+
+Only our records: every profile we write carries the tags `edgefabric-record` (the record
+it publishes) and `edgefabric-endpoints` (the endpoints we put in it). Apply and delete
+touch only profiles so tagged (or, untagged from an earlier version, in the exact shape
+that version wrote); endpoints someone else adds to one of our profiles are written back
+with it, and when we delete it they keep the profile (tagged `edgefabric-released`, so no
+later run takes it back).
 
 The client is built per call from a credential object and the subscription id
 (both passed in by the caller, from env/secrets). `base_url` may point at a
@@ -39,6 +49,14 @@ API_VERSION = "2022-04-01"
 EXTERNAL = "Microsoft.Network/trafficManagerProfiles/externalEndpoints"
 NESTED = "Microsoft.Network/trafficManagerProfiles/nestedEndpoints"
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+# Our mark on every profile we write: the record it publishes, and the names of the endpoints
+# we put in it (Traffic Manager endpoints carry no tags of their own).
+OWNER_TAG = "edgefabric-record"
+ENDPOINTS_TAG = "edgefabric-endpoints"
+# Left on a profile we handed over to the endpoints someone else added to it (see `_remove`).
+RELEASED_TAG = "edgefabric-released"
+# An endpoint as it may be written back: the service adds `id` and `endpointMonitorStatus`.
+_ENDPOINT_READ_ONLY = ("endpointMonitorStatus",)
 
 
 def monitor_config(h: HealthSettings) -> dict[str, Any]:
@@ -74,6 +92,9 @@ class AzureTmBackend:
     name: str = "azure_tm"
     scale: int = 100
     supports_regions: bool = True
+    # Seconds one HTTP request may take (connect and read); the client's default read timeout
+    # is 300 s. The controller sets it to its deadline (`dns.applyTimeoutS`).
+    call_timeout_s: float | None = None
 
     def _client(self) -> Any:
         from azure.mgmt.trafficmanager import TrafficManagerManagementClient
@@ -86,6 +107,8 @@ class AzureTmBackend:
         kwargs: dict[str, Any] = {"api_version": API_VERSION, "retry_total": 3}
         if self.base_url:
             kwargs["base_url"] = self.base_url
+        if self.call_timeout_s is not None:
+            kwargs.update(connection_timeout=min(self.call_timeout_s, 10.0), read_timeout=self.call_timeout_s)
         return TrafficManagerManagementClient(credential, self.subscription_id, **kwargs)
 
     def _opts(self) -> dict[str, Any]:
@@ -195,7 +218,65 @@ class AzureTmBackend:
         }
         if len(plan.answers) > 1:
             out[self.geo_profile()] = self._geo_body(spec, plan)
+        for body in out.values():  # our mark (see OWNER_TAG)
+            ours = ",".join(sorted(e["name"] for e in body["properties"]["endpoints"]))
+            body["tags"] = {**body["tags"], OWNER_TAG: spec.fqdn(), ENDPOINTS_TAG: ours}
         return out
+
+    # ---- ownership
+    def _expected_relative(self, profile: str) -> str | None:
+        """The relative DNS name we give `profile`, if it is a name we use at all."""
+        if profile == self.profile_name:
+            return self.relative_dns_name
+        if profile.startswith(self.profile_name + "-"):
+            return f"{self.relative_dns_name}-{profile[len(self.profile_name) + 1:]}"
+        return None
+
+    def _ours(self, profile: str, body: dict[str, Any], spec: RecordSpec, adopt: bool = False) -> bool:
+        """A profile we wrote: it carries our tag for this record. Earlier versions wrote no
+        tag; such a profile is ours only in the exact shape they wrote: one of our names with
+        the relative DNS name we derive from it, and (for a rule's child) either about to be
+        rewritten (`adopt`) or referenced by our geo profile (`_existing_profiles`)."""
+        tags = body.get("tags") or {}
+        if OWNER_TAG in tags:
+            return tags[OWNER_TAG] == spec.fqdn()
+        if RELEASED_TAG in tags:
+            return False
+        relative = body.get("properties", {}).get("dnsConfig", {}).get("relativeName")
+        expected = self._expected_relative(profile)
+        if expected is None or relative != expected:
+            return False
+        return adopt or profile in (self.profile_name, self.geo_profile())
+
+    @staticmethod
+    def _our_endpoints(body: dict[str, Any]) -> set[str] | None:
+        """The endpoint names our tag lists; None when untagged (then every endpoint is ours)."""
+        listed = (body.get("tags") or {}).get(ENDPOINTS_TAG)
+        return None if listed is None else {n for n in listed.split(",") if n}
+
+    def _foreign_endpoints(self, current: dict[str, Any] | None, ours: set[str]) -> list[dict[str, Any]]:
+        """Endpoints someone else added to a profile of ours, as they can be written back."""
+        if current is None:
+            return []
+        listed = self._our_endpoints(current)
+        if listed is None:
+            return []
+        out = []
+        for ep in current.get("properties", {}).get("endpoints", []):
+            if ep.get("name") in listed or ep.get("name") in ours:
+                continue
+            props = {k: v for k, v in ep.get("properties", {}).items() if k not in _ENDPOINT_READ_ONLY}
+            out.append({"name": ep["name"], "type": ep["type"], "properties": props})
+        return out
+
+    def _only_ours(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`body` with just the endpoints we wrote (for reading our weights)."""
+        listed = self._our_endpoints(body)
+        if listed is None:
+            return body
+        props = dict(body.get("properties", {}))
+        props["endpoints"] = [e for e in props.get("endpoints", []) if e.get("name") in listed]
+        return {**body, "properties": props}
 
     # ---- reading
     def _get(self, client: Any, profile: str) -> dict[str, Any] | None:
@@ -211,18 +292,29 @@ class AzureTmBackend:
                 return None
             raise
 
-    def _existing_profiles(self, client: Any) -> dict[str, dict[str, Any]]:
+    def _existing_profiles(self, client: Any, spec: RecordSpec) -> dict[str, dict[str, Any]]:
+        """Our profiles in the resource group (`_ours`); a profile someone else keeps under a
+        name like ours is left out, and so never deleted."""
         out: dict[str, dict[str, Any]] = {}
         items = self._call(
             "list profiles",
             lambda **kw: list(client.profiles.list_by_resource_group(self.resource_group, **kw)),
         )
+        found: dict[str, dict[str, Any]] = {}
         for item in items:
             name = str(item["name"])
             if name == self.profile_name or name.startswith(self.profile_name + "-"):
                 got = self._get(client, name)
                 if got is not None:
-                    out[name] = got
+                    found[name] = got
+        geo = found.get(self.geo_profile())
+        children = set()
+        if geo is not None and self._ours(self.geo_profile(), geo, spec):
+            for ep in geo.get("properties", {}).get("endpoints", []):
+                children.add(str(ep.get("properties", {}).get("targetResourceId", "")).rsplit("/", 1)[-1])
+        for name, got in found.items():
+            if self._ours(name, got, spec, adopt=name in children):
+                out[name] = got
         return out
 
     @staticmethod
@@ -237,10 +329,10 @@ class AzureTmBackend:
     def read(self, spec: RecordSpec) -> Published | None:
         client = self._client()
         default = self._get(client, self.profile_name)
-        if default is None:
+        if default is None or not self._ours(self.profile_name, default, spec):
             return None
         by_ip = spec.cloud_for_ip()
-        out: Published = {DEFAULT_ANSWER: self._weights_of(default, by_ip)}
+        out: Published = {DEFAULT_ANSWER: self._weights_of(self._only_ours(default), by_ip)}
         geo = self._get(client, self.geo_profile())
         if geo is not None:
             for ep in geo.get("properties", {}).get("endpoints", []):
@@ -248,7 +340,7 @@ class AzureTmBackend:
                 if answer and answer != DEFAULT_ANSWER:
                     child = self._get(client, self.profile_for(answer))
                     if child is not None:
-                        out[answer] = self._weights_of(child, by_ip)
+                        out[answer] = self._weights_of(self._only_ours(child), by_ip)
         return out
 
     # ---- writing
@@ -292,18 +384,40 @@ class AzureTmBackend:
         changed = False
         wanted = self.desired(spec, plan)
         for profile, body in wanted.items():
-            if self._same(self._get(client, profile), body):
+            current = self._get(client, profile)
+            if current is not None and not self._ours(profile, current, spec, adopt=True):
+                raise DnsBackendError(f"azure_tm: profile {profile!r} exists and is not edgefabric's for "
+                                      f"{spec.fqdn()} (no {OWNER_TAG} tag): refusing to overwrite it")
+            ours = {e["name"] for e in body["properties"]["endpoints"]}
+            # Endpoints someone else added to our profile stay in it.
+            body["properties"]["endpoints"] += self._foreign_endpoints(current, ours)
+            if self._same(current, body):
                 continue
             self._call("put profile", client.profiles.create_or_update, self.resource_group, profile, body)
             changed = True
         # Drop what an older plan published and this one does not (rule removed, rules -> none).
-        for profile in sorted(self._existing_profiles(client)):
-            if profile not in wanted and (
-                profile == self.geo_profile() or profile.startswith(self.profile_name + "-")
-            ):
-                self._delete_profile(client, profile)
+        for profile, current in sorted(self._existing_profiles(client, spec).items()):
+            if profile not in wanted and profile != self.profile_name:
+                self._remove(client, profile, current, spec)
                 changed = True
         return ApplyResult(changed=changed, record_ids=[self.profile_id(p) for p in wanted])
+
+    def _remove(self, client: Any, profile: str, current: dict[str, Any], spec: RecordSpec) -> None:
+        """Take our part out of a profile of ours: delete it, or, when someone else added
+        endpoints to it, write it back with just theirs, our tags replaced by RELEASED_TAG."""
+        foreign = self._foreign_endpoints(current, set())
+        if not foreign:
+            self._delete_profile(client, profile)
+            return
+        props = {k: v for k, v in current.get("properties", {}).items()
+                 if k in ("profileStatus", "trafficRoutingMethod", "dnsConfig", "monitorConfig")}  # fmt: skip
+        props["dnsConfig"] = {k: v for k, v in props.get("dnsConfig", {}).items() if k in ("relativeName", "ttl")}
+        props["monitorConfig"] = {k: v for k, v in props.get("monitorConfig", {}).items() if k != "profileMonitorStatus"}
+        props["endpoints"] = foreign
+        tags = {k: v for k, v in (current.get("tags") or {}).items() if k not in (OWNER_TAG, ENDPOINTS_TAG)}
+        tags[RELEASED_TAG] = spec.fqdn()
+        body = {"location": current.get("location", "global"), "tags": tags, "properties": props}
+        self._call("put profile", client.profiles.create_or_update, self.resource_group, profile, body)
 
     def _delete_profile(self, client: Any, profile: str) -> None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -316,7 +430,7 @@ class AzureTmBackend:
 
     def delete(self, spec: RecordSpec) -> None:
         client = self._client()
+        existing = self._existing_profiles(client, spec)
         # Parent first: the geo profile references the children.
-        names = sorted(self._existing_profiles(client), key=lambda n: (n != self.geo_profile(), n))
-        for profile in names:
-            self._delete_profile(client, profile)
+        for profile in sorted(existing, key=lambda n: (n != self.geo_profile(), n)):
+            self._remove(client, profile, existing[profile], spec)

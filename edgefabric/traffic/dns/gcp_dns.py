@@ -2,7 +2,9 @@
 
 Published for record name N:
 - N: an A record set with `routingPolicy.wrr`, one item per serving cloud
-  (weight > 0), the default answer;
+  (weight > 0), the default answer; a cloud whose endpoint is a DNS name has one
+  item per address it resolved to, its weight split evenly (wrr items carry
+  rrdatas of the record's own type: A, never a name);
 - with region rules: `<rule>.N` with the rule's weighted answer. Cloud DNS
   `geo` items carry plain rrdatas, not weights, so a geo policy cannot express
   "70/15/15 for Europe"; the per-rule weighted names are what a geo-steered
@@ -10,12 +12,20 @@ Published for record name N:
 All additions/deletions go in one `changes.create`, which Cloud DNS applies
 atomically. Unchanged record sets are not touched (idempotent).
 
+Only our records: record sets carry no labels, so ours are known by their names and
+policy: the weighted set at N, the names this plan writes, and weighted sets one label
+below N whose every address is one of our clouds' (a rule's answer, from an earlier plan).
+A weighted set under N that serves other addresses is someone else's and survives apply
+and delete. (On delete, a cloud given as a DNS name that no longer resolves has no
+addresses to match: its rules' sets stay behind rather than risk someone else's.)
+
 Credentials: google.auth.default() unless the caller passes credentials; the
 API root can point at a loopback fake via `api_endpoint`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +52,9 @@ class GcpDnsBackend:
     name: str = "gcp_dns"
     scale: int = 100
     supports_regions: bool = True
+    # Seconds one HTTP request may take (the client's default is 60 s). The controller sets
+    # it to its deadline (`dns.applyTimeoutS`).
+    call_timeout_s: float | None = None
 
     def _service(self) -> Any:
         from googleapiclient.discovery import build
@@ -54,13 +67,19 @@ class GcpDnsBackend:
                 scopes=["https://www.googleapis.com/auth/ndev.clouddns.readwrite"]
             )
         options = {"api_endpoint": self.api_endpoint} if self.api_endpoint else None
+        auth: dict[str, Any] = {"credentials": credentials}
+        if self.call_timeout_s is not None:
+            import google_auth_httplib2  # type: ignore[import-untyped]
+            import httplib2  # type: ignore[import-untyped]
+
+            auth = {"http": google_auth_httplib2.AuthorizedHttp(credentials, http=httplib2.Http(timeout=self.call_timeout_s))}
         return build(
             "dns",
             "v1",
-            credentials=credentials,
             static_discovery=True,
             client_options=options,
             cache_discovery=False,
+            **auth,
         )
 
     def _exec(self, what: str, request: Any) -> Any:
@@ -83,8 +102,9 @@ class GcpDnsBackend:
         return spec.fqdn() if answer == DEFAULT_ANSWER else f"{answer}.{spec.fqdn()}"
 
     def _rrset(self, spec: RecordSpec, name: str, weights: dict[str, int]) -> dict[str, Any]:
+        # One item per address; a cloud whose endpoint resolved to several splits its weight.
         items: list[dict[str, Any]] = [
-            {"weight": float(w), "rrdatas": [spec.endpoints[c]]} for c, w in sorted(weights.items()) if w > 0
+            {"weight": float(w), "rrdatas": [address]} for _c, address, w in spec.split(weights) if w > 0
         ]
         if not items:
             raise DnsBackendError("refusing to publish an empty answer set")
@@ -101,8 +121,11 @@ class GcpDnsBackend:
             for a, ans in plan.answers.items()
         }
 
-    def _existing(self, svc: Any, spec: RecordSpec) -> dict[str, dict[str, Any]]:
-        """Our A record sets: N and <x>.N that carry a wrr policy."""
+    def _existing(self, svc: Any, spec: RecordSpec, names: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
+        """Our A record sets: those with a wrr policy at N, at the exact `names` we are about to
+        write, or one label below N with every address one of ours; anything else under N
+        (another team's weighted set at `legacy.N`) is not ours and never touched."""
+        exact = set(names)
         fqdn = spec.fqdn()
         out: dict[str, dict[str, Any]] = {}
         token = None
@@ -117,11 +140,20 @@ class GcpDnsBackend:
                     rr.get("type") == "A"
                     and (name == fqdn or name.endswith("." + fqdn))
                     and "wrr" in rr.get("routingPolicy", {})
+                    and (name == fqdn or name in exact or self._our_policy(rr, name, spec))
                 ):
                     out[name] = rr
             token = resp.get("nextPageToken")
             if not token:
                 return out
+
+    @staticmethod
+    def _our_policy(rr: dict[str, Any], name: str, spec: RecordSpec) -> bool:
+        """A weighted set one label below N whose every address is one of our clouds'."""
+        label = name[: -len(spec.fqdn()) - 1]
+        ours = spec.cloud_for_ip()
+        addresses = [a for i in rr["routingPolicy"]["wrr"].get("items", []) for a in i.get("rrdatas", [])]
+        return "." not in label and bool(addresses) and all(a in ours for a in addresses)
 
     @staticmethod
     def _comparable(rr: dict[str, Any]) -> tuple[Any, ...]:
@@ -163,7 +195,8 @@ class GcpDnsBackend:
             weights: dict[str, int] = {}
             for item in rr["routingPolicy"]["wrr"]["items"]:
                 for ip in item.get("rrdatas", []):
-                    weights[by_ip.get(ip, ip)] = round(float(item["weight"]))
+                    key = by_ip.get(ip, ip)  # a cloud's addresses add up
+                    weights[key] = weights.get(key, 0) + round(float(item["weight"]))
             out[answer] = weights
         return out
 
@@ -181,7 +214,7 @@ class GcpDnsBackend:
     def apply(self, spec: RecordSpec, plan: Plan) -> ApplyResult:
         svc = self._service()
         want = self.desired(spec, plan)
-        have = self._existing(svc, spec)
+        have = self._existing(svc, spec, names=want)
         additions, deletions = [], []
         for name, rr in want.items():
             cur = have.get(name)

@@ -1,7 +1,11 @@
 """Route53 backend (boto3).
 
 Layout of what is published for record name N:
-- no region rules: one weighted A set per cloud at N (`SetIdentifier` = cloud);
+- no region rules: one weighted A set per cloud at N (`SetIdentifier` = cloud); a
+  cloud whose endpoint is a DNS name gets a set per address it resolved to
+  (`<cloud>/<address>` when there are several), its weight split evenly. (Alias
+  records could point at an ELB name natively, but only at AWS resources, and a
+  CNAME cannot share a name with A sets: resolving works for every name.)
 - with region rules: weighted sets per answer at `<answer>.N` (`default.N`,
   `americas.N`, ...) and geolocation alias records at N, one per continent of
   each rule plus the `*` default, pointing at those weighted names.
@@ -10,6 +14,10 @@ weight 0, so the attached Route53 health check keeps evaluating it (a weight-0
 set is only served when every set is 0, which the planner never produces).
 All changes go in one ChangeResourceRecordSets batch, so a failure leaves the
 previous answer set intact.
+
+Only our records: every set we create has a `SetIdentifier` starting `edgefabric-`
+(`edgefabric-aws`, `edgefabric-default`, `edgefabric-americas-NA`); apply and delete
+touch no other set at the name, so a weighted set someone else keeps there survives both.
 
 Credentials and endpoint come from boto3's usual sources (environment:
 AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_ENDPOINT_URL_ROUTE_53), read
@@ -33,6 +41,9 @@ from edgefabric.traffic.dns.regions import continent
 from edgefabric.traffic.planner import DEFAULT_ANSWER, Plan
 
 _THROTTLE_CODES = {"Throttling", "ThrottlingException", "PriorRequestNotComplete", "ServiceUnavailable"}
+# Every record set we create carries a SetIdentifier with this prefix; apply and delete touch
+# no other set (see `Route53Backend._ours`).
+OWN_PREFIX = "edgefabric-"
 
 
 @dataclass
@@ -46,6 +57,9 @@ class Route53Backend:
     name: str = "route53"
     scale: int = 255
     supports_regions: bool = True
+    # Seconds one HTTP request may take (connect 5 s and read 15 s by default). The controller
+    # sets it to its deadline (`dns.applyTimeoutS`).
+    call_timeout_s: float | None = None
 
     # ---- plumbing
     def _client(self) -> Any:
@@ -55,7 +69,9 @@ class Route53Backend:
         kwargs: dict[str, Any] = {
             "region_name": self.region,
             "config": Config(
-                retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=15
+                retries={"max_attempts": 5, "mode": "standard"},
+                connect_timeout=min(5.0, self.call_timeout_s or 5.0),
+                read_timeout=min(15.0, self.call_timeout_s or 15.0),
             ),
         }
         if self.endpoint_url:
@@ -98,8 +114,30 @@ class Route53Backend:
     def _names(self, spec: RecordSpec, answers: list[str]) -> set[str]:
         return {spec.fqdn()} | {self._answer_name(spec, a) for a in answers}
 
+    @staticmethod
+    def _ours(rr: dict[str, Any], name: str, spec: RecordSpec) -> bool:
+        """A set we created: its SetIdentifier has our prefix. Earlier versions wrote no
+        prefix; their sets are still recognised, by the exact shape they had (at N or one
+        label below it: a weighted set named after one of our clouds, or a geolocation alias
+        `default` / `<answer>-<code>` to `<answer>.N`), and are renamed on the next apply."""
+        ident = str(rr.get("SetIdentifier", ""))
+        if rr["Type"] != "A" or not ident:
+            return False
+        if ident.startswith(OWN_PREFIX):
+            return True
+        fqdn = spec.fqdn()
+        label = name[: -len(fqdn) - 1] if name != fqdn else ""
+        if "." in label:
+            return False
+        if "Weight" in rr and "AliasTarget" not in rr:
+            return ident in spec.endpoints
+        target = str(rr.get("AliasTarget", {}).get("DNSName", "")).rstrip(".") + "."
+        answer = target[: -len(fqdn) - 1] if target.endswith("." + fqdn) else None
+        return (name == fqdn and "GeoLocation" in rr and answer is not None
+                and (ident == answer == DEFAULT_ANSWER or ident.startswith(f"{answer}-")))  # fmt: skip
+
     def _existing(self, client: Any, zone_id: str, spec: RecordSpec) -> list[dict[str, Any]]:
-        """Every A record set at N or at <answer>.N that carries a SetIdentifier (ours)."""
+        """Our A record sets at N and below it (`_ours`); everything else there is left alone."""
         fqdn = spec.fqdn()
         out: list[dict[str, Any]] = []
         # Scan the whole zone: servers differ in how StartRecordName orders sub-names
@@ -117,7 +155,8 @@ class Route53Backend:
                         rr["AliasTarget"] = dict(
                             rr["AliasTarget"], DNSName=_unescape(rr["AliasTarget"]["DNSName"])
                         )
-                    out.append(rr)
+                    if self._ours(rr, name, spec):
+                        out.append(rr)
             if not resp.get("IsTruncated"):
                 return out
             kwargs = {
@@ -130,26 +169,36 @@ class Route53Backend:
 
     # ---- desired state
     def _weighted(self, spec: RecordSpec, name: str, weights: dict[str, int]) -> list[dict[str, Any]]:
+        """One weighted set per address: `SetIdentifier` = the cloud, or `<cloud>/<address>`
+        when its endpoint resolved to several (the cloud's weight split evenly between them,
+        each set carrying the cloud's health check). A cloud whose name did not resolve has
+        no set; an answer left with no positive weight is refused, never published."""
         sets = []
-        for cloud in sorted(spec.endpoints):
+        parts = spec.split({c: int(weights.get(c, 0)) for c in spec.endpoints})
+        several = {c for c, _a, _w in parts if len(spec.answers_for(c)) > 1}
+        for cloud, address, weight in parts:
             rr: dict[str, Any] = {
                 "Name": name,
                 "Type": "A",
-                "SetIdentifier": cloud,
-                "Weight": int(weights.get(cloud, 0)),
+                "SetIdentifier": f"{cloud}/{address}" if cloud in several else cloud,
+                "Weight": weight,
                 "TTL": spec.ttl,
-                "ResourceRecords": [{"Value": spec.endpoints[cloud]}],
+                "ResourceRecords": [{"Value": address}],
             }
             hc = spec.health_check_ids.get(cloud)
             if self.use_health_check_ids and hc:
                 rr["HealthCheckId"] = hc
             sets.append(rr)
+        if not any(rr["Weight"] > 0 for rr in sets):
+            # All-zero sets would make Route53 serve every one of them, the down clouds too.
+            raise DnsBackendError(f"refusing to publish an empty answer set at {name}: "
+                                  f"no cloud with weight has an address")
         return sets
 
     def desired(self, spec: RecordSpec, plan: Plan, zone_id: str) -> list[dict[str, Any]]:
         fqdn = spec.fqdn()
         if len(plan.answers) == 1:
-            return self._weighted(spec, fqdn, plan.default)
+            return _owned(self._weighted(spec, fqdn, plan.default))
         sets: list[dict[str, Any]] = []
         for answer_name, answer in plan.answers.items():
             target = self._answer_name(spec, answer_name)
@@ -162,7 +211,7 @@ class Route53Backend:
             for code in sorted({continent(r) for r in answer.regions}):
                 sets.append({"Name": fqdn, "Type": "A", "SetIdentifier": f"{answer_name}-{code}",
                              "GeoLocation": {"ContinentCode": code}, "AliasTarget": alias})  # fmt: skip
-        return sets
+        return _owned(sets)
 
     # ---- interface
     def read(self, spec: RecordSpec) -> Published | None:
@@ -179,10 +228,11 @@ class Route53Backend:
             name = rr["Name"]
             answer = DEFAULT_ANSWER if name == fqdn else name[: -len(fqdn) - 1]
             ip = rr["ResourceRecords"][0]["Value"]
+            weights = out.setdefault(answer, {})
             if int(rr["Weight"]) > 0:
-                out.setdefault(answer, {})[by_ip.get(ip, ip)] = int(rr["Weight"])
-            else:
-                out.setdefault(answer, {})
+                # A cloud with several addresses has a set per address: add its parts up.
+                key = by_ip.get(ip, ip)
+                weights[key] = weights.get(key, 0) + int(rr["Weight"])
         return out
 
     def apply(self, spec: RecordSpec, plan: Plan) -> ApplyResult:
@@ -202,7 +252,7 @@ class Route53Backend:
         for k, rr in want_by.items():
             if have_by.get(k) != rr:
                 changes.append({"Action": "UPSERT", "ResourceRecordSet": rr})
-        ids = [f"route53:{zone_id}/{rr['Name']}A/{rr['SetIdentifier']}" for rr in want]
+        ids = [f"route53:{zone_id}/{rr['Name']}A/{rr['SetIdentifier'].removeprefix(OWN_PREFIX)}" for rr in want]
         if not changes:
             return ApplyResult(changed=False, record_ids=ids)
         self._call(
@@ -230,6 +280,11 @@ class Route53Backend:
             HostedZoneId=zone_id,
             ChangeBatch={"Comment": "edgefabric weighted failover delete", "Changes": changes},
         )
+
+
+def _owned(sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sets with our mark: `SetIdentifier` prefixed with OWN_PREFIX."""
+    return [dict(rr, SetIdentifier=OWN_PREFIX + rr["SetIdentifier"]) for rr in sets]
 
 
 def _unescape(name: str) -> str:

@@ -96,7 +96,7 @@ def test_failover_scenario(
         proc = subprocess.Popen(
             [sys.executable, "-m", "edgefabric.controller.daemon", "--stack", "scenario", "--project-dir", str(tmp_path),
              "--interval", "1"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,  # its state and lease under tmp_path
         )  # fmt: skip
     ip = {c: endpoints.address(c) for c in endpoints.clouds()}
     try:
@@ -157,16 +157,17 @@ def test_controller_once_exit_codes(tmp_path: Path, pdns: PowerDnsServer, endpoi
                 "--once"]  # fmt: skip
         env = dict(os.environ, PYTHONPATH=str(REPO), SCENARIO_SLACK_URL=hooks.url + "/slack", SCENARIO_PD_KEY="k")
         # Secret missing: configuration error naming the reference, exit 2.
-        res = subprocess.run(base, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+        res = subprocess.run(base, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
         assert res.returncode == 2 and "config:powerdnsApiKey" in res.stdout and "EDGEFABRIC_SECRET_POWERDNSAPIKEY" in res.stdout
         env["EDGEFABRIC_SECRET_POWERDNSAPIKEY"] = pdns.api_key
         state = tmp_path / "state.json"
-        res = subprocess.run([*base, "--state-file", str(state)], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+        res = subprocess.run([*base, "--state-file", str(state)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stdout + res.stderr
-        assert json.loads(state.read_text())["aws"]["healthy"] is True
+        saved = json.loads(state.read_text())
+        assert saved["record"] == RECORD and saved["evidence"]["aws"]["healthy"] is True
         # A backend that cannot be reached: exit 1 with a per-backend error line.
         env["EDGEFABRIC_SECRET_POWERDNSAPIKEY"] = "wrong-key"
-        res = subprocess.run(base, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+        res = subprocess.run(base, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
         assert res.returncode == 1
         assert any(json.loads(x)["event"] == "apply_error" for x in res.stdout.splitlines() if x.startswith("{"))
     finally:

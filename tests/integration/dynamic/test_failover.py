@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -30,7 +31,7 @@ from edgefabric.traffic.dns.powerdns import PowerDnsBackend
 from edgefabric.traffic.dns.route53 import Route53Backend
 from edgefabric.traffic.planner import PlanInput, Strategy, plan
 from edgefabric.traffic.spec import PENDING_ADDRESS, FailoverSpec
-from tests.integration.conftest import ZONE
+from tests.integration.conftest import ZONE, ElbNames, answer_counts
 
 
 def props(eps: LocalEndpoints, backends: dict[str, Any], record: str, **over: Any) -> dict[str, Any]:
@@ -243,3 +244,94 @@ def test_args_lay_the_outputs_over_the_serialised_spec(endpoints: LocalEndpoints
         WeightedFailoverArgs(spec).inputs()
     with pytest.raises(ValueError, match="no gcp_dns backend"):
         WeightedFailoverArgs(spec, addresses=addresses, gcp_health_check="<link>").inputs()
+
+
+# ------------------------------------------------------------------ hostname ingress
+
+
+def _with_aws_name(eps: LocalEndpoints, name: str) -> dict[str, Any]:
+    return {**{c: {"address": eps.address(c)} for c in eps.clouds()}, "aws": {"address": name}}
+
+
+def test_hostname_endpoint_is_resolved_probed_at_each_address_and_published(
+    pdns: PowerDnsServer, pdns_key: str, endpoints: LocalEndpoints, elb_names: ElbNames, tmp_path: Path
+) -> None:
+    """An AWS load balancer reports a hostname, never an IP: the aws endpoint is a name that
+    (the local PowerDNS standing in for DNS) resolves to two addresses, each with a live
+    endpoint. Both are probed; each gets half of aws's share in the A answers."""
+    second = LocalEndpoints(tmp_path / "second", endpoints.port, ips={"aws": "127.0.1.4"})
+    second.start_all()
+    try:
+        name = elb_names.add("k8s-edgefabric-api", [endpoints.address("aws"), "127.0.1.4"])
+        prov = WeightedFailoverProvider()
+        record = "hostname." + ZONE
+        news = props(endpoints, pdns_backends(pdns), record, endpoints=_with_aws_name(endpoints, name),
+                     resolver=elb_names.resolver)  # fmt: skip
+        assert prov.check({}, news).failures == []
+        outs = prov.create(news).outs
+        assert outs["endpoints"]["aws"] == {"address": name}  # a name stays a name in the state
+        assert outs["plan"]["answers"]["default"]["weights"] == {"aws": 60, "azure": 20, "gcp": 20}
+        aws = outs["health"]["aws"]
+        assert aws["healthy"] is True and "127.0.1.1" in aws["last_detail"] and "127.0.1.4" in aws["last_detail"]
+        backend = PowerDnsBackend(pdns.api_url, pdns_key, ZONE)
+        spec = FailoverSpec.from_inputs(news).record_spec()
+        assert spec.addresses == {"aws": ("127.0.1.1", "127.0.1.4")}
+        assert backend.read(spec) == {"default": {"aws": 60, "azure": 20, "gcp": 20}}
+        counts = answer_counts(pdns, record, 400)
+        assert counts["127.0.1.4"] > 0 and counts["127.0.1.1"] > 0 and counts[name] == 0
+        assert prov.diff(record, outs, news).changes is False
+
+        # One of the name's addresses dies: it would get a quarter of the answers, so aws fails.
+        second.stop("aws")
+        assert prov.diff(record, outs, news).changes is True
+        updated = prov.update(record, outs, news).outs
+        assert updated["plan"]["answers"]["default"]["weights"] == {"aws": 0, "azure": 50, "gcp": 50}
+        assert "127.0.1.4" in updated["health"]["aws"]["last_detail"]
+        assert backend.read(spec) == {"default": {"azure": 50, "gcp": 50}}
+        prov.delete(record, updated)
+        assert backend.read(spec) is None
+    finally:
+        second.stop_all()
+
+
+def test_hostname_that_does_not_resolve_is_down_and_never_an_empty_answer(
+    pdns: PowerDnsServer, pdns_key: str, endpoints: LocalEndpoints, elb_names: ElbNames
+) -> None:
+    name = elb_names.add("k8s-edgefabric-api", [endpoints.address("aws")])
+    elb_names.drop(name)  # the load balancer is gone; its name with it
+    prov = WeightedFailoverProvider()
+    record = "unresolved." + ZONE
+    news = props(endpoints, pdns_backends(pdns), record, endpoints=_with_aws_name(endpoints, name),
+                 resolver=elb_names.resolver)  # fmt: skip
+    outs = prov.create(news).outs
+    aws = outs["health"]["aws"]
+    assert aws["healthy"] is False and f"{name} does not resolve" in aws["last_detail"]
+    assert outs["plan"]["answers"]["default"]["weights"] == {"aws": 0, "azure": 50, "gcp": 50}
+    backend = PowerDnsBackend(pdns.api_url, pdns_key, ZONE)
+    spec = FailoverSpec.from_inputs(news).record_spec()
+    assert spec.addresses == {"aws": ()}
+    assert backend.read(spec) == {"default": {"azure": 50, "gcp": 50}}
+    # Every cloud down (the name gone, the others failing): fail open keeps the configured
+    # weights, and the unresolved cloud is left out of the A answers instead of emptying them.
+    endpoints.stop("azure")
+    endpoints.stop("gcp")
+    open_ = prov.update(record, outs, news).outs
+    assert open_["fail_open"] is True
+    assert backend.read(spec) == {"default": {"azure": 20, "gcp": 20}}
+    # Deleting needs no address: the dead name does not stand in the way.
+    prov.delete(record, open_)
+    assert backend.read(spec) is None
+
+
+def test_check_accepts_a_hostname_and_names_a_bad_one(endpoints: LocalEndpoints, pdns: PowerDnsServer) -> None:
+    prov = WeightedFailoverProvider()
+    good = props(endpoints, pdns_backends(pdns), "x." + ZONE,
+                 endpoints=_with_aws_name(endpoints, "k8s-api-0a1b2c3d4e5f6a7b.elb.us-east-1.amazonaws.com"))
+    assert prov.check({}, good).failures == []
+    bad = props(endpoints, pdns_backends(pdns), "x." + ZONE, endpoints=_with_aws_name(endpoints, "lb..elb"))
+    (failure,) = prov.check({}, bad).failures
+    assert failure.property == "endpoints" and "endpoints.aws.address = 'lb..elb'" in failure.reason
+    assert "DNS name" in failure.reason
+    bad_resolver = props(endpoints, pdns_backends(pdns), "x." + ZONE, resolver="dns.example.com")
+    (failure,) = prov.check({}, bad_resolver).failures
+    assert failure.property == "resolver"

@@ -14,16 +14,18 @@ from azure.core.credentials import AccessToken
 from google.oauth2.credentials import Credentials
 
 from devenv.powerdns import PowerDnsServer
-from edgefabric.traffic.dns.azure_tm import AzureTmBackend
-from edgefabric.traffic.dns.base import HealthSettings, RecordSpec, apply_all
+from edgefabric.traffic.dns.azure_tm import EXTERNAL, AzureTmBackend
+from edgefabric.traffic.dns.base import DnsBackendError, HealthSettings, RecordSpec, apply_all
 from edgefabric.traffic.dns.gcp_dns import GcpDnsBackend
+from edgefabric.traffic.dns.http import json_request
 from edgefabric.traffic.dns.powerdns import PowerDnsBackend
-from edgefabric.traffic.dns.route53 import Route53Backend
+from edgefabric.traffic.dns.resolver import resolve_a
+from edgefabric.traffic.dns.route53 import OWN_PREFIX, Route53Backend
 from edgefabric.traffic.health import Thresholds
 from edgefabric.traffic.planner import PlanInput, RegionRule, Strategy, plan
 from tests.fakes.azure_tm import FakeTrafficManager, load_example
 from tests.fakes.gcp_dns import FakeCloudDns
-from tests.integration.conftest import AZ_SUB, GCP_PROJECT, GCP_ZONE, RECORD, ZONE, answer_counts
+from tests.integration.conftest import AZ_SUB, GCP_PROJECT, GCP_ZONE, RECORD, ZONE, ElbNames, answer_counts
 
 IPS = {"aws": "127.0.1.1", "azure": "127.0.1.2", "gcp": "127.0.1.3"}
 AAA = Strategy(("aws", "azure", "gcp"))
@@ -92,8 +94,9 @@ def test_route53_weighted_sets_with_health_checks_idempotent(aws_env: str, hoste
     assert backend.apply(spec, p).changed is False
     sets = client.list_resource_record_sets(HostedZoneId=hosted_zone)["ResourceRecordSets"]
     weighted = {s["SetIdentifier"]: s for s in sets if s.get("SetIdentifier")}
-    assert {k: v["Weight"] for k, v in weighted.items()} == {"aws": 179, "azure": 38, "gcp": 38}
-    assert weighted["aws"]["HealthCheckId"] == hc and "HealthCheckId" not in weighted["gcp"]
+    assert {k: v["Weight"] for k, v in weighted.items()} == {"edgefabric-aws": 179, "edgefabric-azure": 38,
+                                                             "edgefabric-gcp": 38}  # fmt: skip
+    assert weighted["edgefabric-aws"]["HealthCheckId"] == hc and "HealthCheckId" not in weighted["edgefabric-gcp"]
     assert backend.read(spec) == {"default": {"aws": 179, "azure": 38, "gcp": 38}}
 
 
@@ -103,7 +106,7 @@ def test_route53_geolocation_for_region_rules(aws_env: str, hosted_zone: str) ->
     p = plan(PlanInput(AAA, RULES, health={"azure": False}), scale=255)
     backend.apply(SPEC, p)
     sets = client.list_resource_record_sets(HostedZoneId=hosted_zone)["ResourceRecordSets"]
-    geo = {s["SetIdentifier"]: s for s in sets if s["Name"] == RECORD and "GeoLocation" in s}
+    geo = {s["SetIdentifier"].removeprefix(OWN_PREFIX): s for s in sets if s["Name"] == RECORD and "GeoLocation" in s}
     assert set(geo) == {"default", "americas-NA", "americas-SA", "europe-africa-AF", "europe-africa-EU"}
     assert geo["default"]["GeoLocation"] == {"CountryCode": "*"}
     assert geo["europe-africa-EU"]["AliasTarget"]["DNSName"].rstrip(".") == "europe-africa." + RECORD.rstrip(".")
@@ -297,6 +300,202 @@ def test_gcp_fake_rejects_schema_invalid_requests(gcp_fake: FakeCloudDns) -> Non
     assert any("kind: read-only" in p for p in problems)
 
 
+# ------------------------------------------------------------------ only our records
+# Each backend marks what it creates and deletes only what it marked: a record someone else
+# keeps beside ours survives our apply and our delete.
+
+FOREIGN_IP = "192.0.2.10"
+
+
+def _pdns_patch(pdns: PowerDnsServer, *rrsets: dict) -> None:
+    url = f"{pdns.api_url}/api/v1/servers/localhost/zones/{pdns.zone}"
+    json_request("PATCH", url, {"X-API-Key": pdns.api_key}, {"rrsets": list(rrsets)})
+
+
+def _pdns_rrsets(pdns: PowerDnsServer) -> dict[tuple[str, str], list[str]]:
+    url = f"{pdns.api_url}/api/v1/servers/localhost/zones/{pdns.zone}"
+    _, zone = json_request("GET", url, {"X-API-Key": pdns.api_key})
+    return {(r["name"], r["type"]): [x["content"] for x in r["records"]] for r in zone["rrsets"]}
+
+
+def test_powerdns_keeps_foreign_records_and_refuses_a_foreign_lua(pdns: PowerDnsServer) -> None:
+    backend = dataclasses.replace(pdns_backend(pdns), call_timeout_s=5)  # as the controller builds it
+    name = "owned." + ZONE
+    spec = RecordSpec(name, 30, IPS)
+    foreign_lua = 'A "ifportup(443, {\'192.0.2.10\'})"'
+    _pdns_patch(pdns,
+                {"name": name, "type": "TXT", "ttl": 60, "changetype": "REPLACE",
+                 "records": [{"content": '"site-verification=abc"', "disabled": False}]},
+                {"name": "legacy." + name, "type": "A", "ttl": 60, "changetype": "REPLACE",
+                 "records": [{"content": FOREIGN_IP, "disabled": False}]},
+                {"name": "other." + ZONE, "type": "LUA", "ttl": 60, "changetype": "REPLACE",
+                 "records": [{"content": foreign_lua, "disabled": False}]})  # fmt: skip
+    foreign = {k: v for k, v in _pdns_rrsets(pdns).items() if k[1] != "SOA"}
+    assert backend.apply(spec, plan(PlanInput(AAA))).changed is True
+    assert backend.apply(spec, plan(PlanInput(AAA, health={"aws": False}))).changed is True
+    rrsets = _pdns_rrsets(pdns)
+    assert rrsets[(name, "LUA")] == ['A "pickwrandom({{100,\'127.0.1.2\'}})"']
+    assert {k: rrsets[k] for k in foreign} == foreign
+    assert [t.to_text() for t in pdns.resolver().resolve(name, "TXT")] == ['"site-verification=abc"']
+    backend.delete(spec)
+    rrsets = _pdns_rrsets(pdns)
+    assert (name, "LUA") not in rrsets and {k: rrsets[k] for k in foreign} == foreign
+    # A LUA record at our name that we did not write is neither overwritten nor deleted.
+    _pdns_patch(pdns, {"name": name, "type": "LUA", "ttl": 60, "changetype": "REPLACE",
+                       "records": [{"content": foreign_lua, "disabled": False}]})  # fmt: skip
+    with pytest.raises(DnsBackendError, match="did not write"):
+        backend.apply(spec, plan(PlanInput(AAA)))
+    assert backend.read(spec) is None
+    backend.delete(spec)
+    assert _pdns_rrsets(pdns)[(name, "LUA")] == [foreign_lua]
+    for n, t in [(name, "LUA"), (name, "TXT"), ("legacy." + name, "A"), ("other." + ZONE, "LUA")]:
+        _pdns_patch(pdns, {"name": n, "type": t, "changetype": "DELETE"})
+
+
+def test_powerdns_adopts_its_unmarked_record_from_earlier_versions(pdns: PowerDnsServer) -> None:
+    backend = pdns_backend(pdns)
+    spec = RecordSpec("earlier." + ZONE, 30, IPS)
+    _pdns_patch(pdns, {"name": spec.name, "type": "LUA", "ttl": 30, "changetype": "REPLACE",
+                       "records": [{"content": 'A "pickwrandom({{100,\'127.0.1.1\'}})"', "disabled": False}]})  # fmt: skip
+    assert backend.read(spec) == {"default": {"aws": 100}}
+    assert backend.apply(spec, plan(PlanInput(AAA))).changed is True  # same answer, now marked
+    assert backend.apply(spec, plan(PlanInput(AAA))).changed is False
+    backend.delete(spec)
+    assert (spec.name, "LUA") not in _pdns_rrsets(pdns)
+
+
+def _r53_upsert(client: object, zone_id: str, *sets: dict) -> None:
+    client.change_resource_record_sets(  # type: ignore[attr-defined]
+        HostedZoneId=zone_id, ChangeBatch={"Changes": [{"Action": "UPSERT", "ResourceRecordSet": s} for s in sets]})
+
+
+def test_route53_keeps_foreign_sets_and_renames_its_earlier_ones(aws_env: str, hosted_zone: str) -> None:
+    client = boto3.client("route53", endpoint_url=aws_env)
+    foreign = [
+        {"Name": RECORD, "Type": "A", "SetIdentifier": "onprem", "Weight": 10, "TTL": 60,
+         "ResourceRecords": [{"Value": FOREIGN_IP}]},
+        {"Name": "other." + RECORD, "Type": "A", "SetIdentifier": "blue", "Weight": 1, "TTL": 60,
+         "ResourceRecords": [{"Value": "192.0.2.20"}]},
+        {"Name": RECORD, "Type": "TXT", "TTL": 60, "ResourceRecords": [{"Value": '"site-verification=abc"'}]},
+    ]  # fmt: skip
+    # What an earlier version wrote: weighted sets named after the clouds, no prefix.
+    earlier = [{"Name": RECORD, "Type": "A", "SetIdentifier": c, "Weight": 85, "TTL": 30,
+                "ResourceRecords": [{"Value": ip}]} for c, ip in IPS.items()]  # fmt: skip
+    _r53_upsert(client, hosted_zone, *foreign, *earlier)
+
+    def theirs() -> list[tuple[str, str, str]]:
+        sets = client.list_resource_record_sets(HostedZoneId=hosted_zone)["ResourceRecordSets"]
+        return sorted((s["Name"], s["Type"], s.get("SetIdentifier", "")) for s in sets
+                      if s["Type"] != "SOA" and s["Type"] != "NS" and not s.get("SetIdentifier", "").startswith(OWN_PREFIX))
+
+    backend = Route53Backend(ZONE, hosted_zone_id=hosted_zone, call_timeout_s=5)
+    assert backend.read(SPEC) == {"default": {"aws": 85, "azure": 85, "gcp": 85}}  # the earlier sets are ours
+    p = plan(PlanInput(AAA, default_weight=70), scale=255)
+    assert backend.apply(SPEC, p).changed is True
+    expected = sorted([(RECORD, "A", "onprem"), ("other." + RECORD, "A", "blue"), (RECORD, "TXT", "")])
+    assert theirs() == expected  # the earlier unprefixed sets were renamed, the foreign ones kept
+    assert backend.read(SPEC) == {"default": {"aws": 179, "azure": 38, "gcp": 38}}
+    assert backend.apply(SPEC, p).changed is False
+    backend.delete(SPEC)
+    assert backend.read(SPEC) is None
+    assert theirs() == expected
+
+
+def _tm_put(fake: FakeTrafficManager, profile: str, body: dict) -> int:
+    url = (f"{fake.url}/subscriptions/{AZ_SUB}/resourceGroups/rg-edge/providers/Microsoft.Network/"
+           f"trafficmanagerprofiles/{profile}?api-version=2022-04-01")  # fmt: skip
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="PUT")
+    req.add_header("Authorization", "Bearer x")
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return resp.status
+
+
+def _writable(profile: dict) -> dict:
+    """A stored profile as a PUT body (the read-only parts the service adds left out)."""
+    props = json.loads(json.dumps(profile["properties"]))
+    props["dnsConfig"].pop("fqdn", None)
+    props["monitorConfig"].pop("profileMonitorStatus", None)
+    for ep in props["endpoints"]:
+        ep.pop("id", None)
+        ep["properties"].pop("endpointMonitorStatus", None)
+    return {"location": "global", "tags": dict(profile.get("tags", {})), "properties": props}
+
+
+def test_azure_keeps_foreign_profiles_and_endpoints(azure_fake: FakeTrafficManager) -> None:
+    backend = dataclasses.replace(tm_backend(azure_fake), call_timeout_s=5)
+    key = (AZ_SUB, "rg-edge")
+    # Someone else's profile under a name like ours (and a relative DNS name of its own).
+    theirs = _writable({"tags": {"team": "legacy"}, "properties": {
+        "profileStatus": "Enabled", "trafficRoutingMethod": "Weighted",
+        "dnsConfig": {"relativeName": "someone-else", "ttl": 60},
+        "monitorConfig": {"protocol": "HTTP", "port": 80, "path": "/"},
+        "endpoints": [{"name": "x", "type": EXTERNAL, "properties": {"target": FOREIGN_IP, "weight": 1,
+                                                                     "endpointStatus": "Enabled"}}]}})  # fmt: skip
+    assert _tm_put(azure_fake, "api-tm-legacy", theirs) == 201
+    backend.apply(SPEC, plan(PlanInput(AAA, RULES)))
+    assert {k[2] for k in azure_fake.profiles} == {"api-tm", "api-tm-americas", "api-tm-europe-africa", "api-tm-geo",
+                                                  "api-tm-legacy"}  # fmt: skip
+    ours = azure_fake.profiles[(*key, "api-tm")]
+    assert ours["tags"]["edgefabric-record"] == RECORD and ours["tags"]["edgefabric-endpoints"] == "aws,azure,gcp"
+    # Someone adds an endpoint of theirs to our default profile.
+    body = _writable(ours)
+    body["properties"]["endpoints"].append({"name": "onprem", "type": EXTERNAL, "properties": {
+        "target": FOREIGN_IP, "weight": 5, "endpointStatus": "Enabled"}})  # fmt: skip
+    assert _tm_put(azure_fake, "api-tm", body) == 200
+    assert backend.read(SPEC)["default"] == {"aws": 100}  # our weights only
+    # Rules removed and a cloud down: our children go, their profile and endpoint stay.
+    assert backend.apply(SPEC, plan(PlanInput(AAA, health={"aws": False}))).changed is True
+    assert {k[2] for k in azure_fake.profiles} == {"api-tm", "api-tm-legacy"}
+    eps = {e["name"]: e["properties"] for e in azure_fake.profiles[(*key, "api-tm")]["properties"]["endpoints"]}
+    assert set(eps) == {"aws", "azure", "gcp", "onprem"} and eps["onprem"]["target"] == FOREIGN_IP
+    assert backend.apply(SPEC, plan(PlanInput(AAA, health={"aws": False}))).changed is False
+    # Delete: our endpoints and tags leave; the profile stays for the endpoint someone added.
+    backend.delete(SPEC)
+    assert {k[2] for k in azure_fake.profiles} == {"api-tm", "api-tm-legacy"}
+    left = azure_fake.profiles[(*key, "api-tm")]
+    assert [e["name"] for e in left["properties"]["endpoints"]] == ["onprem"]
+    assert "edgefabric-record" not in left["tags"] and left["tags"]["edgefabric-released"] == RECORD
+    assert backend.read(SPEC) is None
+    assert azure_fake.profiles[(*key, "api-tm-legacy")]["properties"]["dnsConfig"]["relativeName"] == "someone-else"
+    backend.delete(SPEC)
+    # A profile of someone else's holding our very name is not overwritten.
+    with pytest.raises(DnsBackendError, match="not edgefabric's"):
+        dataclasses.replace(backend, profile_name="api-tm-legacy").apply(SPEC, plan(PlanInput(AAA)))
+
+
+def test_azure_adopts_its_untagged_profiles_from_earlier_versions(azure_fake: FakeTrafficManager) -> None:
+    backend = tm_backend(azure_fake)
+    backend.apply(SPEC, plan(PlanInput(AAA, RULES)))
+    for name in ("api-tm", "api-tm-americas", "api-tm-europe-africa", "api-tm-geo"):  # as an earlier version left them
+        prof = azure_fake.profiles[(AZ_SUB, "rg-edge", name)]
+        prof["tags"] = {"managed-by": "edgefabric"}
+    assert backend.read(SPEC) is not None
+    backend.delete(SPEC)  # the children are ours because our geo profile points at them
+    assert azure_fake.profiles == {}
+
+
+def test_gcp_keeps_foreign_record_sets(gcp_fake: FakeCloudDns) -> None:
+    backend = dataclasses.replace(gcp_backend(gcp_fake), call_timeout_s=5)
+    svc = backend._service()
+    foreign = [
+        {"name": "legacy." + RECORD, "type": "A", "ttl": 60,
+         "routingPolicy": {"wrr": {"items": [{"weight": 1.0, "rrdatas": [FOREIGN_IP]}]}}},
+        {"name": RECORD, "type": "TXT", "ttl": 60, "rrdatas": ['"site-verification=abc"']},
+    ]  # fmt: skip
+    svc.changes().create(project=GCP_PROJECT, managedZone=GCP_ZONE, body={"additions": foreign}).execute()
+    backend.apply(SPEC, plan(PlanInput(AAA, RULES)))
+    assert set(gcp_fake.rrsets[(GCP_PROJECT, GCP_ZONE)]) == {(RECORD, "A"), ("americas." + RECORD, "A"), ("europe-africa." + RECORD, "A"),
+                           ("legacy." + RECORD, "A"), (RECORD, "TXT")}  # fmt: skip
+    backend.apply(SPEC, plan(PlanInput(AAA)))  # rules removed: only our rule answers go
+    assert set(gcp_fake.rrsets[(GCP_PROJECT, GCP_ZONE)]) == {(RECORD, "A"), ("legacy." + RECORD, "A"), (RECORD, "TXT")}
+    assert backend.read(SPEC) == {"default": {"aws": 100}}
+    backend.delete(SPEC)
+    stored = gcp_fake.rrsets[(GCP_PROJECT, GCP_ZONE)]
+    assert set(stored) == {("legacy." + RECORD, "A"), (RECORD, "TXT")}
+    assert stored[("legacy." + RECORD, "A")]["routingPolicy"]["wrr"]["items"][0]["rrdatas"] == [FOREIGN_IP]
+
+
 # ------------------------------------------------------------------ partial failure
 
 
@@ -345,3 +544,132 @@ def test_retry_backs_off_on_transient_errors_only() -> None:
     with pytest.raises(DnsBackendError, match="422"):
         retry(fatal, "op", sleep=sleeps.append)
     assert len(calls) == before + 1  # not retried
+
+
+# ------------------------------------------------------------------ hostname ingress
+#
+# An AWS load balancer reports a hostname. Every backend answers with A records for the
+# addresses the name resolves to (here: in the local PowerDNS), aws's share split evenly
+# between them; Traffic Manager alone takes the name itself, as an endpoint target.
+
+ELB_IPS = ("127.0.1.11", "127.0.1.12")
+
+
+@pytest.fixture
+def elb(elb_names: ElbNames) -> str:
+    return elb_names.add("k8s-edgefabric-api", list(reversed(ELB_IPS)))
+
+
+def resolved(elb: str, elb_names: ElbNames, name: str = RECORD, **over: object) -> RecordSpec:
+    """SPEC with the aws endpoint at the load balancer's name, resolved the way the spec does."""
+    addresses = resolve_a(elb, elb_names.resolver, 2.0)
+    return dataclasses.replace(SPEC, name=name, endpoints={**IPS, "aws": elb}, addresses={"aws": addresses}, **over)
+
+
+def test_resolve_a_follows_the_name_and_says_when_it_does_not_resolve(elb: str, elb_names: ElbNames) -> None:
+    assert resolve_a(elb, elb_names.resolver, 2.0) == ELB_IPS  # sorted
+    assert resolve_a("gone.elb." + ZONE, elb_names.resolver, 2.0) == ()
+    elb_names.set(elb, ["127.0.1.13"])
+    assert resolve_a(elb, elb_names.resolver, 2.0) == ("127.0.1.13",)
+
+
+def test_powerdns_answers_each_resolved_address_with_an_even_part(pdns: PowerDnsServer, elb: str,
+                                                                  elb_names: ElbNames) -> None:  # fmt: skip
+    backend = pdns_backend(pdns)
+    spec = resolved(elb, elb_names, "elb-shares." + ZONE, ttl=1)
+    p = plan(PlanInput(AAA, default_weight=60))  # 60 / 20 / 20: aws's 60 is 30 + 30
+    assert backend.apply(spec, p).changed is True
+    assert backend.apply(spec, p).changed is False
+    assert backend.read(spec) == {"default": {"aws": 60, "azure": 20, "gcp": 20}}
+    counts = answer_counts(pdns, spec.name, 2000)
+    assert set(counts) == {*ELB_IPS, IPS["azure"], IPS["gcp"]}  # A records only, never the name
+    for ip, share in ((ELB_IPS[0], 30), (ELB_IPS[1], 30), (IPS["azure"], 20), (IPS["gcp"], 20)):
+        assert abs(100 * counts[ip] / 2000 - share) <= 5, (ip, counts)
+    # The load balancer moves: the next apply follows the name.
+    elb_names.set(elb, ["127.0.1.13"])
+    moved = resolved(elb, elb_names, spec.name, ttl=1)
+    assert backend.apply(moved, p).changed is True
+    assert backend.read(moved) == {"default": {"aws": 60, "azure": 20, "gcp": 20}}
+    # The name stops resolving: aws is left out of the answer, which never goes empty.
+    elb_names.drop(elb)
+    gone = resolved(elb, elb_names, spec.name, ttl=1)
+    assert gone.addresses == {"aws": ()}
+    backend.apply(gone, p)
+    assert backend.read(gone) == {"default": {"azure": 20, "gcp": 20}}
+    with pytest.raises(DnsBackendError, match="empty answer"):
+        backend.apply(gone, plan(PlanInput(AAA, default_weight=100)))  # all of it on aws
+    assert backend.read(gone) == {"default": {"azure": 20, "gcp": 20}}  # the last answer stays
+    backend.delete(gone)
+
+
+def test_route53_weighted_set_per_resolved_address(aws_env: str, hosted_zone: str, elb: str,
+                                                   elb_names: ElbNames) -> None:  # fmt: skip
+    client = boto3.client("route53", endpoint_url=aws_env)
+    hc = client.create_health_check(
+        CallerReference=f"hc-elb-{time.monotonic_ns()}",
+        HealthCheckConfig={"FullyQualifiedDomainName": elb, "Port": 8080, "Type": "HTTP",
+                           "ResourcePath": "/health", "RequestInterval": 10, "FailureThreshold": 3},
+    )["HealthCheck"]["Id"]  # fmt: skip
+    spec = resolved(elb, elb_names, health_check_ids={"aws": hc})
+    backend = Route53Backend(ZONE, hosted_zone_id=hosted_zone)
+    p = plan(PlanInput(AAA, default_weight=70), scale=255)  # 179 / 38 / 38
+    assert backend.apply(spec, p).changed is True
+    assert backend.apply(spec, p).changed is False
+    sets = client.list_resource_record_sets(HostedZoneId=hosted_zone)["ResourceRecordSets"]
+    weighted = {s["SetIdentifier"].removeprefix(OWN_PREFIX): s for s in sets if s.get("SetIdentifier")}
+    assert {k: (v["Type"], v["Weight"], [r["Value"] for r in v["ResourceRecords"]]) for k, v in weighted.items()} == {
+        f"aws/{ELB_IPS[0]}": ("A", 90, [ELB_IPS[0]]), f"aws/{ELB_IPS[1]}": ("A", 89, [ELB_IPS[1]]),
+        "azure": ("A", 38, [IPS["azure"]]), "gcp": ("A", 38, [IPS["gcp"]])}  # fmt: skip
+    assert weighted[f"aws/{ELB_IPS[0]}"]["HealthCheckId"] == weighted[f"aws/{ELB_IPS[1]}"]["HealthCheckId"] == hc
+    assert backend.read(spec) == {"default": {"aws": 179, "azure": 38, "gcp": 38}}
+    # The name stops resolving: aws's sets go, in the same batch as the new weights.
+    elb_names.drop(elb)
+    gone = resolved(elb, elb_names, health_check_ids={"aws": hc})
+    assert backend.apply(gone, p).changed is True
+    names = {s["SetIdentifier"].removeprefix(OWN_PREFIX)
+             for s in client.list_resource_record_sets(HostedZoneId=hosted_zone)["ResourceRecordSets"]
+             if s.get("SetIdentifier")}  # fmt: skip
+    assert names == {"azure", "gcp"}
+    # All the weight on a cloud without an address would be all-zero sets (every one served): refused.
+    with pytest.raises(DnsBackendError, match="empty answer"):
+        backend.apply(gone, plan(PlanInput(AAA, default_weight=100), scale=255))
+    assert backend.read(gone) == {"default": {"azure": 38, "gcp": 38}}
+    backend.delete(gone)
+    assert backend.read(gone) is None
+
+
+def test_azure_takes_the_name_as_an_external_endpoint_target(azure_fake: FakeTrafficManager, elb: str,
+                                                             elb_names: ElbNames) -> None:  # fmt: skip
+    backend = tm_backend(azure_fake)
+    spec = resolved(elb, elb_names)
+    p = plan(PlanInput(AAA, default_weight=60))
+    assert backend.apply(spec, p).changed is True
+    assert backend.apply(spec, p).changed is False
+    props = azure_fake.profiles[(AZ_SUB, "rg-edge", "api-tm")]["properties"]
+    targets = {e["name"]: (e["type"], e["properties"]["target"], e["properties"]["weight"]) for e in props["endpoints"]}
+    assert targets == {"aws": (EXTERNAL, elb, 60), "azure": (EXTERNAL, IPS["azure"], 20),
+                       "gcp": (EXTERNAL, IPS["gcp"], 20)}  # fmt: skip
+    assert backend.read(spec) == {"default": {"aws": 60, "azure": 20, "gcp": 20}}
+    # Traffic Manager resolves the name itself: nothing to follow when it moves.
+    elb_names.set(elb, ["127.0.1.13"])
+    assert backend.apply(resolved(elb, elb_names), p).changed is False
+
+
+def test_gcp_wrr_item_per_resolved_address(gcp_fake: FakeCloudDns, elb: str, elb_names: ElbNames) -> None:
+    check = f"https://www.googleapis.com/compute/v1/projects/{GCP_PROJECT}/global/healthChecks/api-check"
+    backend = dataclasses.replace(gcp_backend(gcp_fake), health_check=check)
+    spec = resolved(elb, elb_names)
+    p = plan(PlanInput(AAA, default_weight=60))
+    assert backend.apply(spec, p).changed is True
+    assert backend.apply(spec, p).changed is False
+    rrset = gcp_fake.rrsets[(GCP_PROJECT, GCP_ZONE)][(RECORD, "A")]
+    assert rrset["type"] == "A"
+    items = {i["rrdatas"][0]: (i["weight"], i["healthCheckedTargets"]) for i in rrset["routingPolicy"]["wrr"]["items"]}
+    assert items == {ip: (float(w), {"externalEndpoints": [ip]})
+                     for ip, w in ((ELB_IPS[0], 30), (ELB_IPS[1], 30), (IPS["azure"], 20), (IPS["gcp"], 20))}
+    assert backend.read(spec) == {"default": {"aws": 60, "azure": 20, "gcp": 20}}
+    elb_names.drop(elb)
+    gone = resolved(elb, elb_names)
+    assert backend.apply(gone, p).changed is True
+    assert backend.read(gone) == {"default": {"azure": 20, "gcp": 20}}
+    backend.delete(gone)

@@ -1,27 +1,39 @@
-"""Hysteresis with a fake clock, and real probes against local HTTP/TCP endpoints."""
+"""Hysteresis with a fake clock, and real probes against local HTTP/HTTPS/TCP endpoints
+(certificates from a CA made in the test), commands and black holes."""
 
 from __future__ import annotations
 
+import datetime
 import selectors
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from devenv.endpoints import LocalEndpoints
+from devenv.endpoints import LocalEndpoints, free_common_port
 from edgefabric.errors import ConfigError
 from edgefabric.traffic.health import (
+    AllOf,
     CustomProbe,
     HealthTracker,
     HttpProbe,
+    Probe,
     ProbeResult,
     TcpProbe,
     Thresholds,
     assess,
     probe_many_sync,
 )
+from edgefabric.traffic.spec import FailoverSpec
 
 
 class FakeClock:
@@ -152,7 +164,10 @@ class Blackhole:
         sel.register(self.sock, selectors.EVENT_READ)
         open_conns = 0
         while not self._stop.is_set():
-            for key, _ in sel.select(timeout=0.05):
+            # Hang-ups before new connections: a client that closes one socket and then opens
+            # the next must not look like two at once because both arrived in one batch.
+            events = sorted(sel.select(timeout=0.05), key=lambda event: event[0].fileobj is self.sock)
+            for key, _ in events:
                 if key.fileobj is self.sock:
                     conn, _ = self.sock.accept()
                     sel.register(conn, selectors.EVENT_READ)
@@ -237,3 +252,182 @@ def test_assess_reaches_a_verdict_in_threshold_rounds(endpoints: LocalEndpoints)
     # Continuing from the down evidence, gcp stays down: the hold-down has not passed.
     again = assess(probes, Thresholds(3, 2, 60), 0.5, evidence=tracker.evidence(), sleep=sleeps.append)
     assert again.healthy()["gcp"] is False
+
+
+# ------------------------------------------------------- https, several checks, custom
+
+
+RECORD = "api.edgefabric.test."
+NAME = RECORD.rstrip(".")
+
+
+class LocalCa:
+    """A CA made in the test (cryptography), and server certificates it issues."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edgefabric test CA")])
+        self.cert = (
+            x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )  # fmt: skip
+        self.pem = self.cert.public_bytes(serialization.Encoding.PEM).decode()
+
+    def issue(self, name: str, *, expired: bool = False) -> tuple[Path, Path]:
+        """(certificate, key) files for `name`; `expired` ended yesterday."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        start, end = ((now - datetime.timedelta(days=10), now - datetime.timedelta(days=1)) if expired
+                      else (now - datetime.timedelta(hours=1), now + datetime.timedelta(days=7)))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(self.cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )  # fmt: skip
+        stem = self.dir / f"{name}{'-expired' if expired else ''}"
+        cert_path, key_path = stem.with_suffix(".crt"), stem.with_suffix(".key")
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))  # fmt: skip
+        return cert_path, key_path
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> LocalCa:
+    (tmp_path / "ca").mkdir()
+    return LocalCa(tmp_path / "ca")
+
+
+def https_endpoint(tmp_path: Path, ca: LocalCa, tag: str, name: str = NAME, *,
+                   expired: bool = False) -> LocalEndpoints:
+    """One https stand-in (the aws one, on 127.0.1.1) serving a certificate for `name`."""
+    cert, key = ca.issue(name, expired=expired)
+    eps = LocalEndpoints(tmp_path / tag, free_common_port(["127.0.1.1"]), ips={"aws": "127.0.1.1"},
+                         tls_cert=cert, tls_key=key)  # fmt: skip
+    eps.start_all()
+    return eps
+
+
+@pytest.fixture
+def https_good(tmp_path: Path, ca: LocalCa) -> Iterator[LocalEndpoints]:
+    eps = https_endpoint(tmp_path, ca, "good")
+    yield eps
+    eps.stop_all()
+
+
+def spec_for(eps: LocalEndpoints, *checks: dict[str, Any], timeout_s: float = 1.0) -> FailoverSpec:
+    """The failover spec of a stack whose only cloud is `eps`, probing with `checks`."""
+    return FailoverSpec.from_inputs({
+        "record_name": RECORD, "ttl": 30,
+        "endpoints": {c: {"address": eps.address(c)} for c in eps.clouds()},
+        "health_check": {"interval_s": 5, "timeout_s": timeout_s, "checks": list(checks)},
+        "strategy": {"order": eps.clouds()},
+        "backends": {"powerdns": {"api_url": "http://127.0.0.1:1", "api_key_ref": "env:UNUSED", "zone": "edgefabric.test."}},
+    })  # fmt: skip
+
+
+def https_check(eps: LocalEndpoints, **over: Any) -> dict[str, Any]:
+    return {"type": "http", "scheme": "https", "port": eps.port, "path": "/health",
+            "ca_bundle_ref": "env:EDGEFABRIC_TEST_CA", **over}  # fmt: skip
+
+
+def test_https_with_a_good_certificate_is_healthy(https_good: LocalEndpoints, ca: LocalCa,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """SNI and Host are the record name while the connection goes to 127.0.1.1: the
+    certificate (issued for the name only) verifies against the CA bundle the ref names."""
+    monkeypatch.setenv("EDGEFABRIC_TEST_CA", ca.pem)
+    res = probe_many_sync(spec_for(https_good, https_check(https_good)).probes(), 1.0)
+    assert res["aws"].ok and res["aws"].detail == "status 200", res["aws"].detail
+    https_good.set_healthy("aws", False)
+    res = probe_many_sync(spec_for(https_good, https_check(https_good)).probes(), 1.0)
+    assert not res["aws"].ok and "503" in res["aws"].detail
+
+
+def test_https_wrong_name_and_unknown_ca_are_unhealthy_and_say_why(https_good: LocalEndpoints, ca: LocalCa,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEFABRIC_TEST_CA", ca.pem)
+    other = spec_for(https_good, https_check(https_good, host_header="www.edgefabric.test"))
+    (res,) = probe_many_sync(other.probes(), 1.0).values()
+    assert not res.ok and "hostname mismatch" in res.detail and "www.edgefabric.test" in res.detail, res.detail
+    # Without the bundle, the system CAs do not know the test CA.
+    system = spec_for(https_good, https_check(https_good, ca_bundle_ref=None))
+    (res,) = probe_many_sync(system.probes(), 1.0).values()
+    assert not res.ok and "unknown CA" in res.detail, res.detail
+
+
+def test_https_expired_certificate_is_unhealthy_and_says_so(tmp_path: Path, ca: LocalCa,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEFABRIC_TEST_CA", ca.pem)
+    eps = https_endpoint(tmp_path, ca, "expired", expired=True)
+    try:
+        (res,) = probe_many_sync(spec_for(eps, https_check(eps)).probes(), 1.0).values()
+    finally:
+        eps.stop_all()
+    assert not res.ok and "certificate expired" in res.detail, res.detail
+
+
+def test_a_target_passes_only_when_every_check_passes(endpoints: LocalEndpoints) -> None:
+    tcp = {"type": "tcp", "port": endpoints.port}
+    http = {"type": "http", "path": "/health", "port": endpoints.port}
+    spec = spec_for(endpoints, tcp, http)
+    assert all(r.ok for r in probe_many_sync(spec.probes(), 1.0).values())
+    endpoints.set_healthy("azure", False)  # tcp still connects, http answers 503
+    res = probe_many_sync(spec.probes(), 1.0)
+    assert res["aws"].ok and not res["azure"].ok
+    assert res["azure"].detail == "healthCheck.checks[1]: status 503 != expected 200", res["azure"].detail
+
+
+def test_a_black_holed_target_costs_its_timeout_and_no_more(blackhole: Blackhole) -> None:
+    """http and https alike (the hole never answers a byte, so TLS never starts); each check
+    of a target runs within its own timeout, at the same time as the others."""
+    host, port = blackhole.address
+    probes: dict[str, Probe] = {
+        "http": HttpProbe(f"http://{host}:{port}/health"),
+        "https": HttpProbe(f"https://{host}:{port}/health", server_name=NAME),
+        "both": AllOf((HttpProbe(f"http://{host}:{port}/a", timeout_s=0.2),
+                       HttpProbe(f"https://{host}:{port}/b", server_name=NAME, timeout_s=0.4)), ("a", "b")),
+    }
+    t0 = time.perf_counter()
+    res = probe_many_sync(probes, 0.3)
+    elapsed = time.perf_counter() - t0
+    for key, want in (("http", 0.3), ("https", 0.3), ("both", 0.4)):
+        assert not res[key].ok and want <= res[key].latency_s < want + 0.1, (key, res[key])
+    assert res["both"].detail == "a: timeout after 0.2s; b: timeout after 0.4s"
+    assert elapsed < 0.4 + 0.25
+
+
+def test_custom_check_gets_path_only_never_our_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEFABRIC_SECRET_POWERDNSAPIKEY", "s3cret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cret")
+    script = ("import os, sys; env = set(os.environ) - {'LC_CTYPE'}; "  # LC_CTYPE: Python's own locale coercion
+              "sys.exit(0 if env == {'PATH'} and os.environ['PATH'] else 1)")
+    res = probe_many_sync({"env": CustomProbe((sys.executable, "-c", script))}, 2.0)
+    assert res["env"].ok, res["env"].detail
+
+
+def test_a_timed_out_custom_check_leaves_nothing_running(tmp_path: Path) -> None:
+    """The command's own children die with it: its process group is killed."""
+    marker = tmp_path / "survived"
+    child = tmp_path / "child.py"
+    child.write_text(f"import time\ntime.sleep(0.8)\nopen({str(marker)!r}, 'w').close()\n")
+    parent = tmp_path / "parent.py"
+    parent.write_text(f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, {str(child)!r}])\n"
+                      "time.sleep(5)\n")
+    res = probe_many_sync({"slow": CustomProbe((sys.executable, str(parent)))}, 0.4)
+    assert not res["slow"].ok and "timeout" in res["slow"].detail, res["slow"].detail
+    time.sleep(1.0)
+    assert not marker.exists()

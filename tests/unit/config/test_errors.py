@@ -121,6 +121,10 @@ CASES: list[tuple[str, dict, Callable[[dict], None], str, str, str]] = [
      "edgefabric:edge.sites[2].services[0].replicas", "2", "1 for runtime 'native'"),
     ("bad-chain-id", DEV, _set(["registry", "chainId"], 0),
      "edgefabric:registry.chainId", "0", "greater than 0"),
+    ("health-port-not-served", DEV, _set(["healthCheck", "check", "port"], 8443),
+     "edgefabric:healthCheck.check.port", "8443", "not a port of core.services[0] (api-gateway): 8080, 8081, 8082, 443"),
+    ("check-and-checks", DEV, _set(["healthCheck", "checks"], [{"type": "tcp", "port": 443}]),
+     "edgefabric:healthCheck.checks", "[{'type': 'tcp', 'port': 443}]", "not both"),
 ]
 
 

@@ -63,7 +63,7 @@ def test_placement_accepts_exactly_what_fits(caps: dict, svcs: list[tuple[dict, 
 def test_health_check_rules(interval: float, timeout: float, fail: int, ok: int) -> None:
     raw = copy.deepcopy(DEV)
     raw["healthCheck"] = {"intervalS": interval, "timeoutS": timeout, "failureThreshold": fail,
-                          "successThreshold": ok}
+                          "successThreshold": ok, "check": DEV["healthCheck"]["check"]}  # a port the gateway serves
     valid = timeout < interval and fail >= 1 and ok >= 1 and timeout <= 600
     try:
         cfg = load_config(raw)

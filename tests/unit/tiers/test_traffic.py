@@ -13,15 +13,20 @@ import pulumi.runtime.settings as psettings
 import pulumi_aws as aws
 import pulumi_gcp as gcp
 import pytest
+from pulumi_kubernetes.core.v1 import outputs as k8s_outputs
 
 from edgefabric.config import CustomCheck, StackConfig, load_stack_file
+from edgefabric.tiers.cloud_core import _lb_address
 from edgefabric.tiers.traffic import GlobalTraffic, GlobalTrafficArgs
 from edgefabric.traffic.dns.azure_tm import monitor_config
-from edgefabric.traffic.spec import FailoverSpec
+from edgefabric.traffic.spec import FailoverSpec, is_name
+from tests.unit.tiers.conftest import rendered_stack
+from tooling.render import mock_outputs
 
 ROOT = Path(__file__).resolve().parents[3]
 STACKS = ("local", "dev", "staging", "prod")
 FAILOVER_TYPE = "pulumi-python:dynamic/failover:WeightedFailover"
+SERVICE = "kubernetes:core/v1:Service"
 
 
 class Mocks(pmocks.Mocks):
@@ -164,3 +169,62 @@ def test_native_checkers_and_traffic_manager_agree_on_a_custom_check(monkeypatch
         return comp.plan.apply(verify)
 
     program()
+
+
+# ------------------------------------------------------------------ hostname ingress
+
+
+def test_an_aws_load_balancer_reports_a_hostname_and_the_cloud_stack_still_renders() -> None:
+    """An AWS load balancer reports `status.loadBalancer.ingress[0].hostname` and no IP. The
+    mocks answer that way, so a cloud stack that only works with IPs fails here, not at
+    `pulumi up` (where the provider's check rejected the name and Route53 got it as an IP)."""
+    rendered = rendered_stack("dev")
+    (fo,) = rendered.of_type(FAILOVER_TYPE)
+    endpoints = {c: ep["address"] for c, ep in fo.inputs["endpoints"].items()}
+    assert is_name(endpoints["aws"]) and endpoints["aws"].endswith(".elb.us-east-1.amazonaws.com"), endpoints
+    assert not is_name(endpoints["azure"]) and not is_name(endpoints["gcp"]), endpoints
+    # What the provider's `check` says of these inputs at `pulumi up`.
+    assert FailoverSpec.input_problems(fo.inputs) == []
+    assert FailoverSpec.from_inputs(fo.inputs).endpoints["aws"].is_name
+    checks = {r.name: r.inputs for r in rendered.of_type("aws:route53/healthCheck:HealthCheck")}
+    assert checks["global-r53-aws"].get("fqdn") == endpoints["aws"] and "ipAddress" not in checks["global-r53-aws"]
+    for cloud in ("azure", "gcp"):
+        assert checks[f"global-r53-{cloud}"].get("ipAddress") == endpoints[cloud]
+        assert "fqdn" not in checks[f"global-r53-{cloud}"]
+    # Everything else that takes the ingress address takes the name as well.
+    assert rendered.outputs["ingress"]["aws"] == endpoints["aws"]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_route53_check_targets_an_ip_or_a_name_never_both(stack: str) -> None:
+    for check in rendered_stack(stack).of_type("aws:route53/healthCheck:HealthCheck"):
+        kind = {k for k in ("ipAddress", "fqdn") if check.inputs.get(k)}
+        assert len(kind) == 1, (stack, check.name, check.inputs)
+        target = check.inputs[kind.pop()]
+        assert is_name(target) == ("fqdn" in check.inputs), (stack, check.name, target)
+
+
+def test_the_mocks_answer_load_balancers_like_each_cloud() -> None:
+    lb = {"spec": {"type": "LoadBalancer"}}
+    aws_k8s = "urn:pulumi:dev::edgefabric::edgefabric:core:CloudCore$pulumi:providers:kubernetes::aws-k8s::aws-k8s-id"
+    gcp_k8s = aws_k8s.replace("aws-k8s", "gcp-k8s")
+    (point,) = mock_outputs(SERVICE, "us-east-regional-gateway", lb, aws_k8s, "eu-west-1")["status"]["loadBalancer"]["ingress"]
+    assert set(point) == {"hostname"} and point["hostname"].endswith(".elb.eu-west-1.amazonaws.com")
+    (point,) = mock_outputs(SERVICE, "gcp-api-gateway", lb, gcp_k8s)["status"]["loadBalancer"]["ingress"]
+    assert set(point) == {"ip"}
+
+
+@pytest.mark.parametrize(("status", "address"), [
+    ({"loadBalancer": {"ingress": [{"hostname": "k8s-a-1b2c.elb.us-east-1.amazonaws.com"}]}},
+     "k8s-a-1b2c.elb.us-east-1.amazonaws.com"),
+    ({"loadBalancer": {"ingress": [{"ip": "203.0.113.7", "hostname": "lb.example.com"}]}}, "203.0.113.7"),
+    ({"loadBalancer": {"ingress": [{}, {"ip": "203.0.113.8"}]}}, "203.0.113.8"),
+    ({"loadBalancer": {}}, ""),
+    (None, ""),
+])
+def test_the_core_ingress_is_the_load_balancers_ip_or_else_its_hostname(status: Any, address: str) -> None:
+    assert _lb_address(status) == address
+    if status and status["loadBalancer"].get("ingress"):  # the SDK's typed status reads the same
+        typed = k8s_outputs.ServiceStatus(load_balancer=k8s_outputs.LoadBalancerStatus(
+            ingress=[k8s_outputs.LoadBalancerIngress(**p) for p in status["loadBalancer"]["ingress"]]))
+        assert _lb_address(typed) == address

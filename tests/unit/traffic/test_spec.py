@@ -19,9 +19,20 @@ from edgefabric.config import (
     raw_from_stack_file,
 )
 from edgefabric.errors import ConfigError
+from edgefabric.traffic import spec as spec_module
 from edgefabric.traffic.dns.azure_tm import monitor_config
-from edgefabric.traffic.health import CustomProbe, HttpProbe, TcpProbe, Thresholds
-from edgefabric.traffic.spec import PENDING_ADDRESS, FailoverSpec, NativeCheck, native_check
+from edgefabric.traffic.dns.base import RecordSpec
+from edgefabric.traffic.dns.resolver import RESOLVER_ENV, parse_resolver
+from edgefabric.traffic.health import AllOf, CustomProbe, HttpProbe, TcpProbe, Thresholds, probe_many_sync
+from edgefabric.traffic.spec import (
+    DOES_NOT_RESOLVE,
+    PENDING_ADDRESS,
+    FailoverSpec,
+    NativeCheck,
+    Target,
+    is_name,
+    native_check,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 STACKS = ("local", "dev", "staging", "prod")
@@ -144,7 +155,8 @@ def test_probes_follow_the_check() -> None:
         "azure": {"address": "203.0.113.11"}, "gcp": {"address": "203.0.113.12"}}))
     probes = http.probes()
     assert probes["aws"] == HttpProbe("http://127.0.0.1:9/ready", "GET", 200)
-    assert probes["azure"] == HttpProbe("https://203.0.113.11:443/healthz", "GET", 200)
+    # Connect to the address; Host, SNI and the certificate's name are the record's.
+    assert probes["azure"] == HttpProbe("https://203.0.113.11:443/healthz", "GET", 200, "api.edgefabric.example.com")
     tcp = FailoverSpec.from_inputs(spec_inputs(health_check={"check": {"type": "tcp", "port": 8443}}))
     assert tcp.probes()["gcp"] == TcpProbe("203.0.113.12", 8443)
     custom = FailoverSpec.from_inputs(spec_inputs(health_check={"check": {"type": "custom", "command": ["/bin/ok"]}}))
@@ -166,3 +178,128 @@ def test_one_mapping_to_the_native_checkers(check: Any, native: NativeCheck) -> 
     assert (health.protocol, health.port, health.path) == (native.protocol, native.port, native.path)
     monitor = monitor_config(health)
     assert (monitor["protocol"], monitor["port"], monitor.get("path")) == (native.protocol, native.port, native.path)
+
+
+# ------------------------------------------------------------------ hostname ingress
+
+ELB = "k8s-edgefabric-api-0a1b2c3d4e5f6a7b.elb.us-east-1.amazonaws.com"
+
+
+def with_aws(address: str, **over: Any) -> dict[str, Any]:
+    """prod's spec inputs with the aws endpoint at `address` (azure, gcp keep their IPs)."""
+    eps = {c: {"address": a} for c, a in addresses().items()}
+    return spec_inputs(endpoints={**eps, "aws": {"address": address}}, **over)
+
+
+def fake_dns(monkeypatch: pytest.MonkeyPatch, table: dict[str, tuple[str, ...]]) -> list[tuple[Any, ...]]:
+    """Answer the spec's name lookups from `table` (a name it lacks does not resolve)."""
+    asked: list[tuple[Any, ...]] = []
+
+    def resolve_a(name: str, resolver: str | None = None, lifetime_s: float = 5.0) -> tuple[str, ...]:
+        asked.append((name, resolver, lifetime_s))
+        return table.get(name, ())
+
+    monkeypatch.setattr(spec_module, "resolve_a", resolve_a)
+    return asked
+
+
+@pytest.mark.parametrize("address", [ELB, ELB.upper() + ".", "ingress.internal.example"])
+def test_an_endpoint_may_be_a_dns_name(address: str) -> None:
+    spec = FailoverSpec.from_inputs(with_aws(address))
+    endpoint = spec.endpoints["aws"]
+    assert endpoint.address == address.lower().removesuffix(".") and endpoint.is_name and is_name(endpoint.address)
+    assert not spec.endpoints["azure"].is_name
+    assert FailoverSpec.from_inputs(json.loads(json.dumps(spec.to_inputs()))) == spec
+
+
+@pytest.mark.parametrize("address", ["elb", "lb..example.com", "-lb.example.com", "lb_1.example.com",
+                                     "10.0.0.256", "1.2.3", "x" * 64 + ".example.com", ""])
+def test_an_address_neither_ip_nor_name_names_its_key_path(address: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        FailoverSpec.from_inputs(with_aws(address))
+    (problem,) = info.value.problems
+    assert problem.startswith(f"WeightedFailover:endpoints.aws.address = {address!r}: "), problem
+    assert "does not appear to be an IPv4 or IPv6 address, nor a fully qualified DNS name" in problem
+
+
+def test_the_stack_config_takes_a_hostname_ingress_and_names_a_bad_one() -> None:
+    raw: dict[str, Any] = {"environment": "t", "clouds": {"aws": {"enabled": True, "ingress": {"address": ELB}}}}
+    cfg = load_config(raw)
+    ingress = cfg.clouds.aws.ingress
+    assert ingress is not None and ingress.address == ELB and ingress.is_name
+    assert cfg.clouds.provisioned == []  # the name answers for aws: no cluster is made
+    raw["clouds"]["aws"]["ingress"]["address"] = "elb"
+    with pytest.raises(ConfigError, match=r"edgefabric:clouds\.aws\.ingress\.address = 'elb': does not appear to "
+                                          r"be an IPv4 or IPv6 address, nor a fully qualified DNS name"):
+        load_config(raw)
+
+
+def test_a_name_is_probed_at_every_address_it_resolves_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked = fake_dns(monkeypatch, {ELB: ("198.51.100.7", "198.51.100.8")})
+    spec = FailoverSpec.from_inputs(with_aws(ELB, resolver="127.0.0.1:5353"))
+    probes = spec.probes()
+    assert asked == [(ELB, "127.0.0.1:5353", spec.timeout_s)]  # only the name is looked up
+    aws = probes["aws"]
+    assert isinstance(aws, AllOf)
+    assert [(p.url, p.server_name) for p in aws.probes if isinstance(p, HttpProbe)] == [
+        ("https://198.51.100.7:443/healthz", "api.edgefabric.example.com"),
+        ("https://198.51.100.8:443/healthz", "api.edgefabric.example.com")]
+    assert aws.labels == ("healthCheck.check at 198.51.100.7", "healthCheck.check at 198.51.100.8")
+    assert probes["azure"] == FailoverSpec.from_inputs(spec_inputs()).probes()["azure"]  # an IP: as before
+    tcp = FailoverSpec.from_inputs(with_aws(ELB, health_check={"check": {"type": "tcp", "port": 8443}})).probes()
+    assert isinstance(tcp["aws"], AllOf)
+    assert [(p.host, p.port) for p in tcp["aws"].probes if isinstance(p, TcpProbe)] == [
+        ("198.51.100.7", 8443), ("198.51.100.8", 8443)]
+    custom = FailoverSpec.from_inputs(with_aws(ELB, health_check={"check": {"type": "custom", "command": ["/bin/ok"]}}))
+    assert isinstance(custom.probes()["aws"], AllOf)
+    assert [p.command for p in custom.probes()["aws"].probes if isinstance(p, CustomProbe)] == [  # type: ignore[union-attr]
+        ("/bin/ok", "198.51.100.7"), ("/bin/ok", "198.51.100.8")]
+    # One address: the same single probe an IP gets.
+    fake_dns(monkeypatch, {ELB: ("198.51.100.7",)})
+    one = FailoverSpec.from_inputs(with_aws(ELB)).probes()["aws"]
+    assert isinstance(one, HttpProbe) and one.url == "https://198.51.100.7:443/healthz"
+
+
+def test_a_name_that_does_not_resolve_fails_the_round_and_is_left_out_of_the_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_dns(monkeypatch, {})
+    spec = FailoverSpec.from_inputs(with_aws(ELB))
+    result = probe_many_sync(spec.probes(), 5.0)["aws"]
+    assert not result.ok and result.detail.startswith(f"{ELB} {DOES_NOT_RESOLVE}"), result.detail
+    record = spec.record_spec()
+    assert record.endpoints["aws"] == ELB and record.addresses == {"aws": ()}
+    assert record.split({"aws": 60, "azure": 20, "gcp": 20}) == [("azure", "203.0.113.11", 20),
+                                                                 ("gcp", "203.0.113.12", 20)]
+    # Deleting needs no address: nothing is looked up.
+    asked = fake_dns(monkeypatch, {})
+    assert spec.record_spec(resolve_names=False).addresses == {} and asked == []
+
+
+def test_the_resolver_is_the_specs_else_the_environments_else_the_systems(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked = fake_dns(monkeypatch, {ELB: ("198.51.100.7",)})
+    monkeypatch.setenv(RESOLVER_ENV, "127.0.0.1:1053")
+    FailoverSpec.from_inputs(with_aws(ELB)).targets()
+    FailoverSpec.from_inputs(with_aws(ELB, resolver="[::1]:53")).targets()
+    monkeypatch.delenv(RESOLVER_ENV)
+    targets = FailoverSpec.from_inputs(with_aws(ELB)).targets()
+    assert [a[1] for a in asked] == ["127.0.0.1:1053", "[::1]:53", None]
+    assert targets["aws"] == Target("aws", ELB, ("198.51.100.7",)) and targets["aws"].name == ELB
+    assert targets["gcp"] == Target("gcp", "203.0.113.12", ("203.0.113.12",)) and targets["gcp"].name is None
+    with pytest.raises(ConfigError, match=r"WeightedFailover:resolver = 'dns\.example\.com'"):
+        FailoverSpec.from_inputs(with_aws(ELB, resolver="dns.example.com"))
+    assert parse_resolver("127.0.0.1") == ("127.0.0.1", 53) and parse_resolver("[::1]:5353") == ("::1", 5353)
+
+
+def test_a_clouds_weight_is_split_evenly_between_its_addresses() -> None:
+    record = RecordSpec("api.example.com.", 30, {"aws": ELB, "azure": "203.0.113.11", "gcp": "gcp.example.com"},
+                        addresses={"aws": ("198.51.100.7", "198.51.100.8", "198.51.100.9"), "gcp": ()})
+    assert record.split({"aws": 100, "azure": 50, "gcp": 10}) == [
+        ("aws", "198.51.100.7", 34), ("aws", "198.51.100.8", 33), ("aws", "198.51.100.9", 33),
+        ("azure", "203.0.113.11", 50)]  # gcp's name did not resolve: no part, never an empty one
+    assert record.split({"aws": 1}) == [("aws", "198.51.100.7", 1), ("aws", "198.51.100.8", 0),
+                                        ("aws", "198.51.100.9", 0)]
+    assert record.cloud_for_ip() == {ELB: "aws", "198.51.100.7": "aws", "198.51.100.8": "aws",
+                                     "198.51.100.9": "aws", "203.0.113.11": "azure", "gcp.example.com": "gcp"}
+    # A name nobody resolved is never published as if it were an address.
+    assert RecordSpec("api.example.com.", 30, {"aws": ELB}).answers_for("aws") == ()
