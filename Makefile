@@ -50,10 +50,10 @@ k8s:
 k8s-provider: engine
 	@tools/pulumi-kubernetes/build.sh
 
-demo: setup contracts-toolchain engine pdns
+demo: setup contracts-toolchain engine pdns k8s k8s-provider
 	@$(PY) scripts/demo.py
 
-test: setup contracts-toolchain engine pdns k8s
+test: setup contracts-toolchain engine pdns k8s k8s-provider
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup

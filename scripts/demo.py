@@ -52,7 +52,8 @@ TOKENS = {
 
 
 MANAGED = "app.kubernetes.io/managed-by=edgefabric"
-console = Console()
+# Wide enough for an aws load balancer's hostname when the output goes to a file or a pipe.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def say(text: str) -> None:
@@ -98,21 +99,23 @@ def print_clusters(local: LocalEnv) -> None:
     for plan in local.layout.cluster_plans:
         api = local.cluster(plan).api
         table = Table(title=f"cluster {plan.name} ({plan.flavor}, {plan.server})", title_justify="left")
-        for column in ("kind", "namespace/name", "ready", "address"):
-            table.add_column(column)
+        table.add_column("kind", no_wrap=True)
+        table.add_column("namespace", overflow="fold")
+        table.add_column("name", overflow="fold")
+        table.add_column("ready / ports", no_wrap=True)
+        table.add_column("address", overflow="fold")
         for dep in api.get("/apis/apps/v1/deployments", labelSelector=MANAGED).get("items", []):
             meta, status = dep["metadata"], dep.get("status") or {}
             desired, available = dep["spec"].get("replicas", 0), status.get("availableReplicas", 0)
             style = "green" if available == desired else "yellow"
-            table.add_row("Deployment", f"{meta['namespace']}/{meta['name']}",
-                          f"[{style}]{available}/{desired}[/{style}]", "")
+            table.add_row("Deployment", meta["namespace"], meta["name"], f"[{style}]{available}/{desired}[/{style}]", "")
         for svc in api.get("/api/v1/services", labelSelector=MANAGED).get("items", []):
             meta, spec = svc["metadata"], svc["spec"]
             points = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
             lb = ", ".join(p.get("hostname") or p.get("ip", "") for p in points)
             ports = ",".join(str(p["port"]) for p in spec.get("ports") or [])
-            address = f"{lb} (load balancer), {spec.get('clusterIP')}" if lb else str(spec.get("clusterIP"))
-            table.add_row(f"Service {spec.get('type')}", f"{meta['namespace']}/{meta['name']}", f":{ports}", address)
+            kind = "Service LB" if spec.get("type") == "LoadBalancer" else "Service"
+            table.add_row(kind, meta["namespace"], meta["name"], ports, lb or str(spec.get("clusterIP")))
         console.print(table)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.kits.engine import Engine, copy_project, ensure_engine, pick_local_ports
+from tests.kits.engine import Engine, copy_project, ensure_engine, install_k8s_provider, pick_local_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,9 +37,22 @@ def engine_bin() -> Path:
     return ensure_engine()
 
 
+# A preview needs no cluster: the Kubernetes provider previews against an unreachable one (it
+# says so and plans every object as a create), so the policies see every rendered object.
+UNREACHABLE_KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: none, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: none, user: {token: preview-only}}]
+contexts: [{name: none, context: {cluster: none, user: none}}]
+current-context: none
+"""
+
+
 def project(engine_bin: Path, root: Path) -> Engine:
     proj = copy_project(root / "project", pick_local_ports())
-    eng = Engine(project=proj, root=root, bin_dir=engine_bin)
+    kubeconfigs = {f"EDGEFABRIC_KUBECONFIG_{name}": UNREACHABLE_KUBECONFIG for name in ("AWS", "AZURE", "GCP", "EDGE")}
+    eng = Engine(project=proj, root=root, bin_dir=engine_bin, extra_env=kubeconfigs)
+    install_k8s_provider(eng.home)
     eng.run("stack", "init", "local")
     return eng
 
