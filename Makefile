@@ -9,7 +9,7 @@ TO    ?= staging
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k failover -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: help setup contracts contracts-toolchain engine pdns k8s k8s-provider demo test test-unit lint render promote-check local-env-up local-env-down bench bench-render bench-registry bench-failover clean
+.PHONY: help setup contracts contracts-toolchain engine pdns mqtt k8s k8s-provider demo test test-unit lint render promote-check local-env-up local-env-down bench bench-render bench-registry bench-failover clean
 
 help:
 	@echo "make demo           real 'pulumi up' of the local stack, then a live failover"
@@ -40,6 +40,9 @@ engine:
 pdns:
 	@scripts/bootstrap.sh pdns
 
+mqtt:
+	@scripts/bootstrap.sh mqtt
+
 # Local Kubernetes control planes: Debian's etcd, and kube-apiserver, kube-controller-manager,
 # kube-scheduler and kwok built from Go modules (cached; ~12 min cold on 2 cores).
 k8s:
@@ -50,10 +53,10 @@ k8s:
 k8s-provider: engine
 	@tools/pulumi-kubernetes/build.sh
 
-demo: setup contracts-toolchain engine pdns k8s k8s-provider
+demo: setup contracts-toolchain engine pdns mqtt k8s k8s-provider
 	@$(PY) scripts/demo.py
 
-test: setup contracts-toolchain engine pdns k8s k8s-provider
+test: setup contracts-toolchain engine pdns mqtt k8s k8s-provider
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup

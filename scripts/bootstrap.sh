@@ -5,6 +5,7 @@
 #   scripts/bootstrap.sh contracts   solc-js + anvil from the npm registry (npm ci)
 #   scripts/bootstrap.sh pdns        PowerDNS + sqlite backend (+ shellcheck) from Debian packages
 #   scripts/bootstrap.sh k8s         etcd-server from Debian packages (local Kubernetes control planes)
+#   scripts/bootstrap.sh mqtt        mosquitto + mosquitto-clients from Debian packages (data-flow bridges)
 #   scripts/bootstrap.sh all
 #
 # Expensive results live in ${EDGEFABRIC_CACHE:-~/.cache/edgefabric}, outside the clone,
@@ -58,6 +59,21 @@ contracts() {
   fi
 }
 
+# Debian packages, installed together with one `apt-get update`. policy-rc.d (exit 101) keeps
+# apt from starting system-wide daemons (pdns on :53, etcd on :2379, mosquitto on :1883):
+# the tests and local-env start their own on loopback ports.
+apt_install() {
+  [ "$#" -gt 0 ] || return 0
+  say "installing $* from Debian packages"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"   # a laptop: apt needs root
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null && $sudo chmod +x /usr/sbin/policy-rc.d
+  $sudo apt-get install -y -qq "$@" >/dev/null
+  $sudo rm -f /usr/sbin/policy-rc.d
+}
+
 pdns() {
   # PowerDNS for the DNS tests and the local stack; shellcheck for actionlint's run: checks.
   local missing=()
@@ -65,33 +81,24 @@ pdns() {
   ls /usr/lib/*/pdns/libgsqlite3backend.so >/dev/null 2>&1 || missing+=(pdns-backend-sqlite3)
   command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
   command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
-  if [ "${#missing[@]}" -gt 0 ]; then
-    say "installing ${missing[*]} from Debian packages"
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"   # a laptop: apt needs root
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get update -qq
-    # policy-rc.d exit 101 keeps apt from starting a system-wide pdns on port 53.
-    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null && $sudo chmod +x /usr/sbin/policy-rc.d
-    $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-    $sudo rm -f /usr/sbin/policy-rc.d
-  fi
+  apt_install "${missing[@]}"
 }
 
 k8s() {
   # Debian's etcd for the local Kubernetes control planes (devenv/kubernetes.py); the Kubernetes
   # binaries themselves are built from Go modules by tools/kubernetes/build.sh (cached).
   if ! command -v etcd >/dev/null 2>&1 && [ ! -x /usr/bin/etcd ]; then
-    say "installing etcd-server from Debian packages"
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"   # a laptop: apt needs root
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get update -qq
-    # policy-rc.d exit 101 keeps apt from starting a system-wide etcd on port 2379.
-    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null && $sudo chmod +x /usr/sbin/policy-rc.d
-    $sudo apt-get install -y -qq etcd-server >/dev/null
-    $sudo rm -f /usr/sbin/policy-rc.d
+    apt_install etcd-server
   fi
+}
+
+mqtt() {
+  # Mosquitto 2 for the data-flow bridges (issue: MQTT edge -> region -> core); the tests run
+  # the broker configs the components generate.
+  local missing=()
+  command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+  command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+  apt_install "${missing[@]}"
 }
 
 case "${1:-all}" in
@@ -99,6 +106,7 @@ case "${1:-all}" in
   contracts) contracts ;;
   pdns) pdns ;;
   k8s) k8s ;;
-  all) venv; contracts; pdns; k8s ;;
-  *) echo "usage: $0 venv|contracts|pdns|k8s|all" >&2; exit 2 ;;
+  mqtt) mqtt ;;
+  all) venv; contracts; pdns; k8s; mqtt ;;
+  *) echo "usage: $0 venv|contracts|pdns|k8s|mqtt|all" >&2; exit 2 ;;
 esac
