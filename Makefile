@@ -9,7 +9,7 @@ TO    ?= staging
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k failover -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: help setup contracts contracts-toolchain engine pdns mqtt k8s k8s-provider demo test test-unit lint render promote-check local-env-up local-env-down bench bench-render bench-registry bench-failover clean
+.PHONY: help setup contracts contracts-toolchain engine pdns mqtt k8s k8s-provider demo test test-unit lint render promote-check local-env-up local-env-down bench bench-render bench-registry bench-failover bench-dataflow bench-local-stack clean
 
 help:
 	@echo "make demo           real 'pulumi up' of the local stack, then a live failover"
@@ -21,7 +21,7 @@ help:
 	@echo "make lint           ruff, mypy, the README config reference"
 	@echo "make render STACK=prod            Markdown summary of a stack rendered under mocks"
 	@echo "make promote-check FROM=dev TO=staging   schema check between two stack configs"
-	@echo "make bench          all benchmarks (render, registry, failover); each prints figures and ratios"
+	@echo "make bench          all benchmarks (render, registry, failover, dataflow, local-stack); each prints figures and ratios"
 
 setup:
 	@scripts/bootstrap.sh venv
@@ -73,7 +73,7 @@ render: setup
 promote-check: setup
 	@$(PY) -m tooling.promote_check --from $(FROM) --to $(TO)
 
-bench: bench-render bench-registry bench-failover
+bench: bench-render bench-registry bench-failover bench-dataflow bench-local-stack
 
 bench-render: setup
 	@$(PY) bench/render.py
@@ -83,6 +83,14 @@ bench-registry: setup contracts-toolchain
 
 bench-failover: setup pdns
 	@$(PY) bench/failover.py
+
+bench-dataflow: setup mqtt
+	@$(PY) bench/dataflow.py
+
+# A first `up` of every tier onto the local clusters, the no-change preview, the control planes'
+# memory, against the same objects created straight through the API servers (~8 min).
+bench-local-stack: setup contracts-toolchain engine pdns mqtt k8s k8s-provider
+	@$(PY) bench/local_stack.py
 
 local-env-up: setup contracts-toolchain pdns
 	@scripts/local-env up

@@ -1,4 +1,4 @@
-"""Heartbeat agent: calls updateHeartbeat for each configured service every ttl/3.
+"""Heartbeat agent: calls updateHeartbeat for each configured service every interval.
 
 Runs as a container (`python -m agent.heartbeat`, see agent/Dockerfile) deployed by the
 BlockchainRegistry component next to the cloud-core workloads. Configuration is environment only:
@@ -7,15 +7,26 @@ BlockchainRegistry component next to the cloud-core workloads. Configuration is 
   EDGEFABRIC_CHAIN_ID            expected chain id (the agent refuses another chain)
   EDGEFABRIC_REGISTRY_ADDRESS    ServiceRegistry address
   EDGEFABRIC_SERVICE_IDS         comma-separated 0x service ids to keep alive
-  EDGEFABRIC_HEARTBEAT_INTERVAL_S  seconds between rounds; default: the smallest on-chain ttl / 3
-  EDGEFABRIC_DEPLOYER_KEY        the owner's private key, or
-  EDGEFABRIC_DEPLOYER_KEY_FILE   a file holding it (a mounted Kubernetes Secret)
-  EDGEFABRIC_ALIVE_FILE          touched after every successful round (liveness probe), default /tmp/heartbeat-alive
+  EDGEFABRIC_HEARTBEAT_INTERVAL_S  seconds between rounds (`registry.heartbeatIntervalS`);
+                                 default: the smallest on-chain ttl / 3
+  EDGEFABRIC_DEPLOYER_KEY        the signing key, or
+  EDGEFABRIC_DEPLOYER_KEY_FILE   a file holding it (a mounted Kubernetes Secret). Deployed by the
+                                 stack, this is the cluster's own heartbeat delegate key, which
+                                 the contract lets heartbeat and nothing else, never the owner key
+  EDGEFABRIC_ALIVE_FILE          touched after every round in which every service is alive
+                                 (liveness probe), default /tmp/heartbeat-alive
+  EDGEFABRIC_METRICS_PORT        serve Prometheus metrics on this port (unset: no server)
+  EDGEFABRIC_METRICS_ADDR        address to bind the metrics server to, default 0.0.0.0
 
 The key is only ever handed to the signer; it is never logged.
-A service that is deregistered or already expired cannot be revived by a heartbeat (the contract
-refuses): the agent logs it as an error every round and exits non-zero with --once; the next
-`pulumi up` registers it again.
+
+Faults: the agent never exits on a chain error. A round that fails (node unreachable, rate
+limited, a receipt that never came) is retried after a short backoff (0.25 s doubling up to
+1 s, never beyond the interval), so heartbeats resume within about a second of the node
+coming back. A service that has expired or was deregistered cannot be revived by a heartbeat
+(the contract refuses, and the agent holds no key that may register): the agent alerts on it
+(an error log naming `pulumi up`, `edgefabric_agent_service_alive` 0), keeps beating the
+others, and the next `pulumi up` registers it again (ServiceRegistration.diff checks liveness).
 """
 
 from __future__ import annotations
@@ -31,7 +42,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgefabric.chain.client import ChainClient, ChainError, connect, load_account
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from edgefabric.chain.client import (
+    ChainClient,
+    ChainError,
+    FeePolicy,
+    RetryPolicy,
+    TransactionReverted,
+    connect,
+    load_account,
+)
 from edgefabric.chain.registry import Registry, load_artifact
 
 log = logging.getLogger("agent.heartbeat")
@@ -49,6 +70,8 @@ class AgentConfig:
     service_ids: tuple[str, ...]
     interval_s: float | None
     alive_file: Path
+    metrics_port: int | None = None
+    metrics_addr: str = "0.0.0.0"  # all interfaces of its pod: Prometheus scrapes it there
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AgentConfig:
@@ -72,7 +95,12 @@ class AgentConfig:
             raise AgentConfigError(f"EDGEFABRIC_HEARTBEAT_INTERVAL_S must be a number, got {interval!r}") from None
         if interval_s is not None and interval_s <= 0:
             raise AgentConfigError(f"EDGEFABRIC_HEARTBEAT_INTERVAL_S must be > 0, got {interval_s}")
+        port = env.get("EDGEFABRIC_METRICS_PORT", "").strip()
+        if port and (not port.isdigit() or not 0 < int(port) < 65536):
+            raise AgentConfigError(f"EDGEFABRIC_METRICS_PORT must be a port number 1..65535, got {port!r}")
         return cls(
+            metrics_port=int(port) if port else None,
+            metrics_addr=env.get("EDGEFABRIC_METRICS_ADDR", "").strip() or "0.0.0.0",
             rpc_url=need("EDGEFABRIC_RPC_URL"),
             chain_id=int(chain),
             registry_address=need("EDGEFABRIC_REGISTRY_ADDRESS"),
@@ -100,14 +128,57 @@ def read_key(env: Mapping[str, str]) -> str:
 class RoundResult:
     sent: tuple[str, ...]
     failed: tuple[str, ...]
+    expired: tuple[str, ...] = ()  # deregistered or past their TTL: only `pulumi up` brings them back
+
+
+# Reverts meaning "this service is not alive on chain": no heartbeat can help.
+_GONE = ("ServiceNotActive", "ServiceTtlExpired", "ServiceNotFound")
+RETRY_FIRST_S, RETRY_MAX_S = 0.25, 1.0
+
+
+class AgentMetrics:
+    """Prometheus metrics, per service id (one registry per agent, so tests can run several)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.sent = Counter("edgefabric_agent_heartbeats_sent", "Heartbeats mined", ["service"],
+                            registry=self.registry)
+        self.failures = Counter("edgefabric_agent_heartbeat_failures", "Heartbeats not mined, by reason",
+                                ["service", "reason"], registry=self.registry)
+        self.last_success = Gauge("edgefabric_agent_last_success_timestamp_seconds",
+                                  "Unix time of the last mined heartbeat", ["service"], registry=self.registry)
+        self.alive = Gauge("edgefabric_agent_service_alive",
+                           "1 if the service is alive on chain after the last round, 0 if expired or gone",
+                           ["service"], registry=self.registry)
+        self.rounds_failed = Counter("edgefabric_agent_rounds_failed", "Rounds that reached no node",
+                                     registry=self.registry)
+
+    def value(self, name: str, labels: Mapping[str, str] | None = None) -> float | None:
+        return self.registry.get_sample_value(name, dict(labels or {}))
 
 
 class HeartbeatAgent:
-    def __init__(self, config: AgentConfig, key: str) -> None:
+    def __init__(self, config: AgentConfig, key: str, *, timeout: float = 5.0,
+                 retry: RetryPolicy | None = None) -> None:
         self.config = config
-        w3 = connect(config.rpc_url, expected_chain_id=config.chain_id)
-        client = ChainClient(w3, load_account(key), abi=load_artifact()["abi"])
-        self.registry = Registry(client, config.registry_address)
+        self._account = load_account(key)  # a bad key is a configuration error: fail at once
+        self._timeout = timeout
+        # Short retries inside a round: the loop itself retries the round within a second.
+        self._retry = retry or RetryPolicy(attempts=3, backoff_s=0.1, max_s=timeout)
+        self._registry: Registry | None = None
+        self.metrics = AgentMetrics()
+        self.last_round: RoundResult | None = None
+
+    @property
+    def registry(self) -> Registry:
+        """Connected on first use, and again after a failure to connect (never fatal)."""
+        if self._registry is None:
+            w3 = connect(self.config.rpc_url, expected_chain_id=self.config.chain_id, timeout=self._timeout,
+                         retries=0, policy=self._retry)
+            client = ChainClient(w3, self._account, abi=load_artifact()["abi"], receipt_timeout=max(
+                3 * self._timeout, 30.0), fee_policy=FeePolicy(bump_after_blocks=3))
+            self._registry = Registry(client, self.config.registry_address)
+        return self._registry
 
     def interval(self) -> float:
         """The configured interval, or a third of the smallest TTL among the services."""
@@ -119,39 +190,87 @@ class HeartbeatAgent:
         return max(min(ttls) / 3.0, 1.0)
 
     def beat_once(self) -> RoundResult:
-        """One heartbeat per live service, sent pipelined, then every receipt awaited."""
-        pending, failed = [], []
+        """One heartbeat per service, sent pipelined, then every receipt awaited.
+
+        Raises ChainError only when no node can be reached at all (the caller retries).
+        """
+        registry = self.registry
+        pending, failed, expired = [], [], []
         for sid in self.config.service_ids:
             try:
-                pending.append((sid, self.registry.send_heartbeat(sid)))
-            except ChainError as exc:  # includes reverts: deregistered, expired, not ours
-                log.error("heartbeat for %s not sent: %s", sid, exc)
+                pending.append((sid, registry.send_heartbeat(sid)))
+            except TransactionReverted as exc:
+                if exc.error_name in _GONE:
+                    expired.append(sid)
+                    self._gone(sid, str(exc))
+                else:
+                    failed.append(sid)
+                    self._failed(sid, "revert", str(exc))
+            except ChainError as exc:
                 failed.append(sid)
+                self._failed(sid, "rpc", str(exc))
         sent = []
         for sid, p in pending:
             try:
-                self.registry.client.wait(p)
-                sent.append(sid)
+                registry.client.wait(p)
+            except TransactionReverted as exc:  # expired between the estimate and the block
+                if exc.error_name in _GONE:
+                    expired.append(sid)
+                    self._gone(sid, str(exc))
+                else:
+                    failed.append(sid)
+                    self._failed(sid, "revert", str(exc))
+                continue
             except ChainError as exc:
-                log.error("heartbeat for %s failed: %s", sid, exc)
                 failed.append(sid)
-        if sent and not failed:
+                self._failed(sid, "rpc", str(exc))
+                continue
+            sent.append(sid)
+            self.metrics.sent.labels(sid).inc()
+            self.metrics.last_success.labels(sid).set(time.time())
+            self.metrics.alive.labels(sid).set(1)
+        if sent and not failed and not expired:
             self.config.alive_file.parent.mkdir(parents=True, exist_ok=True)
             self.config.alive_file.touch()
-        log.info("heartbeat round: %d sent, %d failed", len(sent), len(failed))
-        return RoundResult(tuple(sent), tuple(failed))
+        log.info("heartbeat round: %d sent, %d failed, %d expired", len(sent), len(failed), len(expired))
+        self.last_round = RoundResult(tuple(sent), tuple(failed), tuple(expired))
+        return self.last_round
+
+    def _failed(self, sid: str, reason: str, text: str) -> None:
+        log.error("heartbeat for %s failed: %s", sid, text)
+        self.metrics.failures.labels(sid, reason).inc()
+
+    def _gone(self, sid: str, text: str) -> None:
+        log.error("service %s is not alive on chain (%s): a heartbeat cannot revive it; run `pulumi up` "
+                  "to register it again", sid, text)
+        self.metrics.failures.labels(sid, "expired").inc()
+        self.metrics.alive.labels(sid).set(0)
 
     def run(self, stop: threading.Event, max_rounds: int | None = None) -> int:
-        """Beat every interval until `stop` is set (SIGTERM) or `max_rounds` ran. Returns rounds run."""
-        rounds = 0
+        """Beat every interval until `stop` is set (SIGTERM) or `max_rounds` ran. Returns rounds run.
+
+        Never returns on a chain error: a round that failed anywhere is retried after a backoff
+        of 0.25 s doubling to 1 s (never beyond the interval); a good round resets it.
+        """
+        rounds, retry = 0, RETRY_FIRST_S
         while not stop.is_set() and (max_rounds is None or rounds < max_rounds):
             started = time.monotonic()
+            ok = False
             try:
-                self.beat_once()
-            except ChainError as exc:  # node unreachable: keep trying, the probe will notice
+                result = self.beat_once()
+                ok = not result.failed
+                interval = self.interval()
+            except ChainError as exc:  # no node reachable: keep trying, the probe will notice
                 log.error("heartbeat round failed: %s", exc)
+                self.metrics.rounds_failed.inc()
+                interval = self.config.interval_s or RETRY_MAX_S
             rounds += 1
-            stop.wait(max(self.interval() - (time.monotonic() - started), 0.0))
+            if ok:
+                retry = RETRY_FIRST_S
+                stop.wait(max(interval - (time.monotonic() - started), 0.0))
+            else:
+                stop.wait(min(retry, interval))
+                retry = min(retry * 2, RETRY_MAX_S)
         return rounds
 
 
@@ -178,7 +297,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return 0 if check_alive(config.alive_file, args.check_alive) else 1
         agent = HeartbeatAgent(config, read_key(env))
         if args.once:
-            return 1 if agent.beat_once().failed else 0
+            result = agent.beat_once()
+            return 1 if result.failed or result.expired else 0
+        if config.metrics_port is not None:
+            start_http_server(config.metrics_port, config.metrics_addr, registry=agent.metrics.registry)
         stop = threading.Event()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda *_: stop.set())

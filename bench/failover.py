@@ -27,6 +27,15 @@ Figures
   applyTimeoutS 3 s; target <= applyTimeoutS + 2 s (the new holder waits up to the
   deadline for the published answers first). hung_backend_failover_s: a failover
   while it still hangs, stop to both converged. Median of 3.
+- reconcile_100_records_s: one controller round (`tick`) publishing 100 names, each
+  following one of three strategies, into all four backends on loopback (Route53 in
+  moto, Traffic Manager and Cloud DNS in the schema-checking fakes, a real PowerDNS):
+  `unchanged` (target <= 2 s) and `changed` (every name's weights moved, target <= 10 s),
+  median of 3 rounds each. requests_100_changed: the requests each backend received in a
+  changed round ({backend: {"writes": ..., "all": ...}}; Route53 writes: 1). The baseline,
+  run in the same process: the same changed round written record by record (each
+  backend's `apply` per name), reconcile_100_records_ratio = batched / baseline.
+  `--records-only` runs just these figures.
 - baselines (documented, same-process ratios): Route53 health checks detect
   after 30 s x 3 = 90 s (standard interval); Azure Traffic Manager after
   30 s x 3 + 10 s timeout = 100 s.
@@ -450,12 +459,198 @@ def controller_figures() -> dict[str, float]:
     }
 
 
+RECORDS = 100
+RECORD_STRATEGIES = (  # (order, replication, loadBalancing): three of the seed's kinds
+    (("aws", "azure", "gcp"), "active-active", "round-robin"),
+    (("azure", "aws", "gcp"), "active-active", "weighted"),
+    (("gcp", "aws", "azure"), "active-passive", "weighted"),
+)
+
+
+def _records_specs(eps: LocalEndpoints, pdns: PowerDnsServer) -> list[FailoverSpec]:
+    """RECORDS names over the three strategies, every backend configured, thresholds of 1 so
+    one failed round moves every name."""
+    from edgefabric.config.models import (
+        DnsConfig,
+        HealthCheckConfig,
+        RoutingConfig,
+        StrategyConfig,
+        TrafficEndpoint,
+    )
+
+    names = [f"n{i}.{ZONE}" for i in range(RECORDS)]
+    strategies = {f"s{k}": StrategyConfig(primary=o[0], secondary=o[1], tertiary=o[2], replication=rep,
+                                          load_balancing=lb)
+                  for k, (o, rep, lb) in enumerate(RECORD_STRATEGIES)}  # fmt: skip
+    dns = DnsConfig.model_validate({
+        "records": [{"name": n, "strategy": f"s{i % len(RECORD_STRATEGIES)}"} for i, n in enumerate(names)],
+        "ttl": 1,
+        "backends": {
+            "powerdns": {"apiUrl": pdns.api_url, "apiKeyRef": "env:BENCH_PDNS_KEY", "zone": ZONE},
+            # By name: moto's zone ids do not look like Route53's (`Z...`), which the config checks.
+            "route53": {"zoneName": ZONE, "healthCheckIds": False},
+            "gcpDns": {"project": "edgefabric-bench", "managedZone": "bench-zone"},
+            "azureTm": {"subscriptionIdRef": "env:BENCH_AZ_SUB", "resourceGroup": "rg-bench",
+                        "profileName": "bench", "relativeDnsName": "bench"},
+        },
+    })  # fmt: skip
+    hc = HealthCheckConfig.model_validate({"intervalS": 1, "timeoutS": 0.3, "failureThreshold": 1,
+                                           "successThreshold": 1, "recoveryHoldDownS": 0,
+                                           "check": {"type": "http", "path": "/health", "port": eps.port}})  # fmt: skip
+    endpoints = {c: TrafficEndpoint(address=eps.address(c)) for c in eps.clouds()}
+    routing = RoutingConfig(default_weight=60)  # below 100: the weighted names serve every cloud
+    return [FailoverSpec.build(dns, strategies[r.strategy], routing, hc, endpoints, record_name=r.name,
+                               action="route-to-secondary") for r in dns.all_records]  # fmt: skip
+
+
+def records_figures(rounds: int = 3) -> dict[str, object]:
+    """reconcile_100_records_s, requests_100_changed and the record-by-record baseline."""
+    import collections
+    import os
+
+    import boto3
+
+    from edgefabric.traffic.dns import build_backends
+    from edgefabric.traffic.dns import powerdns as powerdns_module
+    from edgefabric.traffic.health import HealthTracker
+    from edgefabric.traffic.reconcile import RecordPlanner, probe_round_results
+
+    # The schema-checking Traffic Manager and Cloud DNS stand-ins live with the tests (as
+    # bench/local_stack.py's engine kit does): importable from the repository root.
+    repo = str(Path(__file__).resolve().parents[1])
+    if repo not in sys.path:
+        sys.path.insert(0, repo)
+    from tests.fakes import azure_tm, gcp_dns
+
+    requests: collections.Counter[tuple[str, str]] = collections.Counter()  # (backend, kind)
+    real_json = powerdns_module.json_request
+
+    def pdns_counted(method: str, url: str, *a: object, **k: object) -> object:
+        requests[("powerdns", "write" if method == "PATCH" else "read")] += 1
+        return real_json(method, url, *a, **k)  # type: ignore[arg-type]
+
+    def r53_counted(model: object, **_: object) -> None:
+        name = getattr(model, "name", "")
+        requests[("route53", "write" if name == "ChangeResourceRecordSets" else "read")] += 1
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pdns = start_powerdns(PowerDnsSettings(data_dir=Path(tmp) / "pdns", zone=ZONE))
+        eps = LocalEndpoints(Path(tmp) / "eps", free_common_port(DEFAULT_IPS.values()))
+        eps.start_all()
+        port = free_common_port(["127.0.0.1"])
+        moto = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        gcp = gcp_dns.start({("edgefabric-bench", "bench-zone"): ZONE})
+        tm = azure_tm.start()
+        saved = dict(os.environ)
+        try:
+            _wait(lambda: _connects(port), 30)
+            os.environ.update({
+                "BENCH_PDNS_KEY": pdns.api_key, "BENCH_AZ_SUB": "00000000-0000-0000-0000-000000000000",
+                "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_ENDPOINT_URL_ROUTE_53": f"http://127.0.0.1:{port}", "EDGEFABRIC_GCP_ACCESS_TOKEN": "bench",
+                "EDGEFABRIC_GCP_DNS_ENDPOINT": gcp.url + "/", "EDGEFABRIC_AZURE_TOKEN": "bench",
+                "EDGEFABRIC_AZURE_BASE_URL": tm.url, "NO_PROXY": "127.0.0.1,localhost",
+            })  # fmt: skip
+            client = boto3.client("route53", endpoint_url=f"http://127.0.0.1:{port}")
+            client.create_hosted_zone(Name=ZONE, CallerReference=f"bench-{time.monotonic_ns()}")
+            specs = _records_specs(eps, pdns)
+            powerdns_module.json_request = pdns_counted  # type: ignore[assignment]
+            boto3.setup_default_session()
+            assert boto3.DEFAULT_SESSION is not None
+            boto3.DEFAULT_SESSION.events.register("before-call.route53", r53_counted)
+            ctl = Controller(specs[0], [], lambda *a, **k: None, records=specs, apply_timeout_s=30)
+
+            def fakes_seen() -> tuple[int, int, int, int]:
+                return (len([r for r in gcp.requests if r.method == "POST"]), len(gcp.requests),
+                        len([r for r in tm.requests if r.method in ("PUT", "PATCH", "DELETE")]), len(tm.requests))
+
+            def tick(kind: str) -> tuple[float, dict[str, dict[str, int]]]:
+                requests.clear()
+                before = fakes_seen()
+                t0 = time.perf_counter()
+                rec = ctl.tick(wait=True)
+                took = time.perf_counter() - t0
+                assert all(o.ok for o in rec.outcomes), [(o.backend, o.error) for o in rec.outcomes if not o.ok]
+                assert all(o.changed == (kind == "changed") for o in rec.outcomes), (kind, rec.outcomes)
+                after = fakes_seen()
+                seen = {b: {"writes": requests[(b, "write")], "all": requests[(b, "write")] + requests[(b, "read")]}
+                        for b in ("route53", "powerdns")}  # fmt: skip
+                seen["gcp_dns"] = {"writes": after[0] - before[0], "all": after[1] - before[1]}
+                seen["azure_tm"] = {"writes": after[2] - before[2], "all": after[3] - before[3]}
+                return took, seen
+
+            tick("changed")  # first publication
+            unchanged, changed, seen_changed = [], [], {}
+            down = "gcp"  # every strategy here serves gcp: its failure moves every name
+            for _ in range(rounds):
+                unchanged.append(tick("unchanged")[0])
+                eps.set_healthy(down, False)  # every name's weights move (threshold 1)
+                took, seen_changed = tick("changed")
+                changed.append(took)
+                eps.set_healthy(down, True)  # back (hold-down 0): moved again
+                tick("changed")
+            # Baseline: the same changed round, record by record with each backend's own apply
+            # (a probe round, then every name's plan written name after name).
+            baseline = []
+            tracker = HealthTracker(specs[0].thresholds)
+            planner = RecordPlanner(specs)
+            for healthy in [False, True] * rounds:
+                eps.set_healthy(down, healthy)
+                t0 = time.perf_counter()
+                probe_round_results(specs[0], tracker)
+                for spec in specs:
+                    for backend in build_backends(spec.backends):
+                        done = backend.apply(spec.record_spec(), planner.plan(spec, tracker, backend.scale))
+                        assert done.changed, (backend.name, spec.record_name, healthy, tracker.healthy())
+                if not healthy:
+                    baseline.append(time.perf_counter() - t0)
+            ctl.close()
+        finally:
+            powerdns_module.json_request = real_json  # type: ignore[assignment]
+            os.environ.clear()
+            os.environ.update(saved)
+            moto.terminate()
+            moto.wait(10)
+            gcp.stop()
+            tm.stop()
+            eps.stop_all()
+            pdns.stop()
+    med = {"unchanged": round(statistics.median(unchanged), 3), "changed": round(statistics.median(changed), 3)}
+    base = round(statistics.median(baseline), 3)
+    return {
+        "reconcile_100_records_s": med,
+        "requests_100_changed": seen_changed,
+        "reconcile_100_records_baseline_changed_s": base,
+        "reconcile_100_records_ratio": round(med["changed"] / base, 3) if base else None,
+    }
+
+
+def _print_records(f: dict) -> None:
+    r = f["reconcile_100_records_s"]
+    print(f"one controller round, {RECORDS} names x 4 backends: unchanged {r['unchanged']} s [target <= 2 s: "
+          f"{'met' if r['unchanged'] <= 2 else 'MISSED'}], changed {r['changed']} s [target <= 10 s: "
+          f"{'met' if r['changed'] <= 10 else 'MISSED'}]; record by record: "
+          f"{f['reconcile_100_records_baseline_changed_s']} s (ratio {f['reconcile_100_records_ratio']})")  # fmt: skip
+    print(f"  requests for {RECORDS} changed names: " + ", ".join(
+        f"{b} {v['writes']} writes / {v['all']} in all" for b, v in f["requests_100_changed"].items()))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--records-only", action="store_true", help="only the 100-names figures")
     args = parser.parse_args()
     import os
+
+    if args.records_only:
+        figures = records_figures()
+        if args.json:
+            print(json.dumps(figures))
+        else:
+            _print_records(figures)
+        return 0
 
     with tempfile.TemporaryDirectory() as tmp:
         tls = make_tls(Path(tmp) / "tls")
@@ -490,6 +685,7 @@ def main() -> int:
         "speedup_vs_azure_tm": round(AZURE_TM_DETECTION_S / median, 1),
     }
     figures.update(controller_figures())  # restart_gap_s*, hung_backend_s*
+    figures.update(records_figures())  # reconcile_100_records_s, requests_100_changed
     if args.json:
         print(json.dumps(figures))
         return 0
@@ -505,6 +701,7 @@ def main() -> int:
     print(f"  concurrency 500 -> {probe_c500} s (floor 1 s)  [target <= 1.5 s: "
           f"{'met' if probe_c500 <= 1.5 else 'MISSED'}]; concurrency 250 -> {probe_c250} s")  # fmt: skip
     _print_controller(figures)
+    _print_records(figures)
     return 0
 
 

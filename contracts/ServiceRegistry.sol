@@ -14,6 +14,12 @@ pragma solidity 0.8.37;
 ///        insert and swap-and-pop removal; each record stores its positions in them.
 ///      - Every mutation emits an indexed event carrying enough data for an indexer to rebuild the
 ///        registry from logs alone.
+///      - Least privilege: the owner may name heartbeat delegates per service
+///        (`setHeartbeatDelegate`), one per cluster running an agent. A delegate can send
+///        heartbeats and nothing else, so a key kept on a cluster cannot redirect endpoints. The
+///        first delegate sits in the slot a heartbeat rewrites anyway (its heartbeat reads and
+///        writes one slot); further ones are looked up in a mapping (one more slot read).
+///        Delegates belong to the id, so they survive a re-registration of the same service.
 contract ServiceRegistry {
     /// @notice Longest service name, in bytes.
     uint256 public constant MAX_NAME_LENGTH = 64;
@@ -34,17 +40,22 @@ contract ServiceRegistry {
 
     struct Service {
         // Slot 0: everything a heartbeat reads and writes, so a heartbeat touches one slot.
-        address owner;
-        uint40 lastHeartbeat;
-        uint32 ttl;
+        // `beater` is the delegate, or the owner while none is named. `beats` flips on every
+        // heartbeat, so a heartbeat always changes the slot and costs the same whenever it is
+        // sent (a plain eth_estimateGas made in the second of the last write is then enough).
+        // Timestamps are uint32 (good until 2106) so that the owner index fits here too.
+        address beater;
+        uint32 lastHeartbeat;
+        uint24 ttl;
         bool active;
-        // Slot 1: registration time, the record's positions in the three index sets and the
-        // endpoint count. Keeping the count here rather than using a string[] saves the separate
-        // length slot (~20k gas per registration).
-        uint40 registrationTime;
-        uint64 allIndex;
-        uint64 nameIndex;
-        uint64 ownerIndex;
+        bool beats;
+        uint24 ownerIndex;
+        // Slot 1: the owner, registration time and positions in the other two index sets.
+        address owner;
+        uint32 registrationTime;
+        uint32 allIndex;
+        uint24 nameIndex;
+        // Counting endpoints here rather than using a string[] saves the length slot.
         uint8 endpointCount;
         string name;
         string version;
@@ -57,6 +68,7 @@ contract ServiceRegistry {
     mapping(bytes32 nameHash => bytes32[]) private _idsByName;
     mapping(address owner => bytes32[]) private _idsByOwner;
     uint256 private _cleanupCursor;
+    mapping(bytes32 serviceId => mapping(address delegate => bool)) private _moreDelegates;
 
     /// @notice A service was registered (or registered again after deregistration or expiry).
     event ServiceRegistered(
@@ -71,8 +83,10 @@ contract ServiceRegistry {
     );
     /// @notice A service's endpoints and metadata were replaced.
     event ServiceUpdated(bytes32 indexed serviceId, address indexed owner, string[] endpoints, string metadata);
-    /// @notice A service's owner proved it alive at `timestamp`.
-    event ServiceHeartbeat(bytes32 indexed serviceId, address indexed owner, uint256 timestamp);
+    /// @notice The service was proved alive at `timestamp` by `sender` (its owner or delegate).
+    event ServiceHeartbeat(bytes32 indexed serviceId, address indexed sender, uint256 timestamp);
+    /// @notice The owner allowed (`allowed`) or revoked `delegate` as a heartbeat sender.
+    event HeartbeatDelegateSet(bytes32 indexed serviceId, address indexed owner, address indexed delegate, bool allowed);
     /// @notice A service was deregistered by its owner.
     event ServiceDeregistered(bytes32 indexed serviceId, address indexed owner);
     /// @notice An expired service was removed from the indexes by `cleanedBy`.
@@ -80,6 +94,10 @@ contract ServiceRegistry {
 
     /// @notice The caller is not the owner of the service.
     error NotServiceOwner(bytes32 serviceId, address caller);
+    /// @notice The caller is neither the owner nor the heartbeat delegate of the service.
+    error NotHeartbeatSender(bytes32 serviceId, address caller);
+    /// @notice An index outgrew its position field (2^32 services, 2^24 per name or owner).
+    error IndexFull(string index);
     /// @notice No service with this id was ever registered.
     error ServiceNotFound(bytes32 serviceId);
     /// @notice The service is deregistered or was cleaned up after expiry.
@@ -123,20 +141,25 @@ contract ServiceRegistry {
             if (_alive(s)) revert AlreadyRegistered(serviceId);
             // Expired but not yet cleaned up: still in the indexes, so re-use its positions.
         } else {
-            s.allIndex = uint64(_allIds.length);
-            _allIds.push(serviceId);
             bytes32[] storage byName = _idsByName[nameHash];
-            s.nameIndex = uint64(byName.length);
-            byName.push(serviceId);
             bytes32[] storage byOwner = _idsByOwner[msg.sender];
-            s.ownerIndex = uint64(byOwner.length);
+            if (_allIds.length >= type(uint32).max) revert IndexFull("all");
+            if (byName.length >= type(uint24).max) revert IndexFull("name");
+            if (byOwner.length >= type(uint24).max) revert IndexFull("owner");
+            s.allIndex = uint32(_allIds.length);
+            _allIds.push(serviceId);
+            s.nameIndex = uint24(byName.length);
+            byName.push(serviceId);
+            s.ownerIndex = uint24(byOwner.length);
             byOwner.push(serviceId);
         }
-        s.owner = msg.sender;
-        s.lastHeartbeat = uint40(block.timestamp);
-        s.ttl = uint32(ttl);
+        // A first registration has no delegate; registering the same id again keeps its delegates.
+        if (s.owner == address(0)) s.beater = msg.sender;
+        s.lastHeartbeat = uint32(block.timestamp);
+        s.ttl = uint24(ttl);
         s.active = true;
-        s.registrationTime = uint40(block.timestamp);
+        s.owner = msg.sender;
+        s.registrationTime = uint32(block.timestamp);
         s.name = name;
         s.version = version;
         _storeEndpoints(s, endpoints);
@@ -145,13 +168,57 @@ contract ServiceRegistry {
     }
 
     /// @notice Prove the service alive: its TTL restarts now.
-    /// @dev Only the owner; reverts with ServiceTtlExpired once the TTL ran out (register again instead).
+    /// @dev The heartbeat delegate or the owner; reverts with ServiceTtlExpired once the TTL ran out
+    ///      (register again instead).
     /// @param serviceId The service.
     function updateHeartbeat(bytes32 serviceId) external {
         Service storage s = _services[serviceId];
-        _checkOwnedAndAlive(serviceId, s);
-        s.lastHeartbeat = uint40(block.timestamp);
+        address beater = s.beater;
+        if (beater != msg.sender && !_moreDelegates[serviceId][msg.sender]) {
+            // Neither the first delegate nor another one: the owner may still beat; nobody else.
+            address owner = s.owner;
+            if (owner == address(0)) revert ServiceNotFound(serviceId);
+            if (owner != msg.sender) revert NotHeartbeatSender(serviceId, msg.sender);
+        }
+        if (!s.active) revert ServiceNotActive(serviceId);
+        uint256 expiresAt = uint256(s.lastHeartbeat) + uint256(s.ttl);
+        if (expiresAt < block.timestamp) revert ServiceTtlExpired(serviceId, expiresAt);
+        s.lastHeartbeat = uint32(block.timestamp);
+        s.beats = !s.beats;
         emit ServiceHeartbeat(serviceId, msg.sender, block.timestamp);
+    }
+
+    /// @notice Allow `delegate` to heartbeat this service, and nothing else.
+    /// @dev Only the owner, on a live service. Idempotent.
+    /// @param serviceId The service.
+    /// @param delegate The account (a cluster's agent key); not the zero address.
+    function setHeartbeatDelegate(bytes32 serviceId, address delegate) external {
+        Service storage s = _services[serviceId];
+        _checkOwnedAndAlive(serviceId, s);
+        if (delegate == address(0)) revert EmptyInput("delegate");
+        if (s.beater == delegate || _moreDelegates[serviceId][delegate]) return;
+        if (s.beater == msg.sender) s.beater = delegate;
+        else _moreDelegates[serviceId][delegate] = true;
+        emit HeartbeatDelegateSet(serviceId, msg.sender, delegate, true);
+    }
+
+    /// @notice Withdraw `delegate`'s right to heartbeat this service (a rotated or lost key).
+    /// @dev Only the owner; allowed on an expired or deregistered service too. Idempotent.
+    function revokeHeartbeatDelegate(bytes32 serviceId, address delegate) external {
+        Service storage s = _services[serviceId];
+        if (s.owner == address(0)) revert ServiceNotFound(serviceId);
+        if (s.owner != msg.sender) revert NotServiceOwner(serviceId, msg.sender);
+        if (s.beater == delegate && delegate != msg.sender) s.beater = msg.sender;
+        else if (_moreDelegates[serviceId][delegate]) delete _moreDelegates[serviceId][delegate];
+        else return;
+        emit HeartbeatDelegateSet(serviceId, msg.sender, delegate, false);
+    }
+
+    /// @notice Whether `account` is a heartbeat delegate of the service (the owner is not one).
+    function isHeartbeatDelegate(bytes32 serviceId, address account) external view returns (bool) {
+        Service storage s = _services[serviceId];
+        if (account == address(0) || account == s.owner) return false;
+        return s.beater == account || _moreDelegates[serviceId][account];
     }
 
     /// @notice Replace a live service's endpoints and metadata.
@@ -357,15 +424,15 @@ contract ServiceRegistry {
 
     /// @dev Swap-and-pop the id at `index` out of `set`; fix the moved id's stored position.
     ///      `which` selects the position field: 0 all, 1 name, 2 owner.
-    function _removeAt(bytes32[] storage set, uint64 index, uint8 which) private {
+    function _removeAt(bytes32[] storage set, uint256 index, uint8 which) private {
         uint256 lastIndex = set.length - 1;
         if (index != lastIndex) {
             bytes32 moved = set[lastIndex];
             set[index] = moved;
             Service storage m = _services[moved];
-            if (which == 0) m.allIndex = index;
-            else if (which == 1) m.nameIndex = index;
-            else m.ownerIndex = index;
+            if (which == 0) m.allIndex = uint32(index);
+            else if (which == 1) m.nameIndex = uint24(index);
+            else m.ownerIndex = uint24(index);
         }
         set.pop();
     }

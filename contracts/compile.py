@@ -1,4 +1,4 @@
-"""Compile ServiceRegistry.sol with the pinned solc-js and write contracts/build/ServiceRegistry.json.
+"""Compile the contracts with the pinned solc-js and write contracts/build/<Name>.json.
 
 Usage: python contracts/compile.py [--check]
   --check  recompile and exit 1 if the committed artifact differs (used by CI and the tests).
@@ -22,6 +22,8 @@ CONTRACTS_DIR = Path(__file__).resolve().parent
 SOURCE_NAME = "ServiceRegistry.sol"
 CONTRACT_NAME = "ServiceRegistry"
 ARTIFACT_PATH = CONTRACTS_DIR / "build" / f"{CONTRACT_NAME}.json"
+# Every contract built here: (source file, contract name). Each gets its own artifact.
+CONTRACTS = ((SOURCE_NAME, CONTRACT_NAME), ("DeploymentLedger.sol", "DeploymentLedger"))
 SOLCJS = CONTRACTS_DIR / "node_modules" / ".bin" / "solcjs"
 
 # Every setting that changes the bytecode lives here and is copied into the artifact.
@@ -48,11 +50,20 @@ def _parse_solcjs_output(raw: str) -> dict[str, Any]:
 
 
 def compile_registry() -> dict[str, Any]:
-    """Compile the contract and return the artifact dict (not written to disk)."""
+    """Compile ServiceRegistry and return the artifact dict (not written to disk)."""
+    return compile_contract(SOURCE_NAME, CONTRACT_NAME)
+
+
+def artifact_path(contract_name: str) -> Path:
+    return CONTRACTS_DIR / "build" / f"{contract_name}.json"
+
+
+def compile_contract(source_name: str, contract_name: str) -> dict[str, Any]:
+    """Compile one contract and return its artifact dict (not written to disk)."""
     if not SOLCJS.exists():
         raise CompileError(f"{SOLCJS} not found: run `npm ci` in {CONTRACTS_DIR} (or `make contracts`)")
-    source = (CONTRACTS_DIR / SOURCE_NAME).read_text(encoding="utf-8")
-    request = {"language": "Solidity", "sources": {SOURCE_NAME: {"content": source}}, "settings": SETTINGS}
+    source = (CONTRACTS_DIR / source_name).read_text(encoding="utf-8")
+    request = {"language": "Solidity", "sources": {source_name: {"content": source}}, "settings": SETTINGS}
     proc = subprocess.run(
         [str(SOLCJS), "--standard-json"],
         input=json.dumps(request),
@@ -68,13 +79,13 @@ def compile_registry() -> dict[str, Any]:
     errors = [e for e in output.get("errors", []) if e.get("severity") == "error"]
     if errors:
         raise CompileError("\n".join(e.get("formattedMessage", e.get("message", "")) for e in errors))
-    contract = output["contracts"][SOURCE_NAME][CONTRACT_NAME]
+    contract = output["contracts"][source_name][contract_name]
     version = subprocess.run(
         [str(SOLCJS), "--version"], capture_output=True, text=True, check=True, timeout=60
     ).stdout.strip()
     return {
-        "contractName": CONTRACT_NAME,
-        "sourceName": SOURCE_NAME,
+        "contractName": contract_name,
+        "sourceName": source_name,
         "sourceSha256": hashlib.sha256(source.encode("utf-8")).hexdigest(),
         "compiler": {"name": "solc-js", "version": version},
         "settings": {k: v for k, v in SETTINGS.items() if k != "outputSelection"},
@@ -93,18 +104,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if the committed artifact is stale")
     args = parser.parse_args(argv)
-    text = render(compile_registry())
-    if args.check:
-        current = ARTIFACT_PATH.read_text(encoding="utf-8") if ARTIFACT_PATH.exists() else ""
-        if current != text:
-            print(f"{ARTIFACT_PATH} is stale: run `make contracts` and commit it", file=sys.stderr)
-            return 1
-        print(f"{ARTIFACT_PATH} is up to date")
-        return 0
-    ARTIFACT_PATH.parent.mkdir(parents=True, exist_ok=True)
-    ARTIFACT_PATH.write_text(text, encoding="utf-8")
-    print(f"wrote {ARTIFACT_PATH}")
-    return 0
+    stale = 0
+    for source_name, contract_name in CONTRACTS:
+        text = render(compile_contract(source_name, contract_name))
+        path = artifact_path(contract_name)
+        if args.check:
+            current = path.read_text(encoding="utf-8") if path.exists() else ""
+            if current != text:
+                print(f"{path} is stale: run `make contracts` and commit it", file=sys.stderr)
+                stale += 1
+            else:
+                print(f"{path} is up to date")
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}")
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":

@@ -280,22 +280,27 @@ def _ca_file(fabric: LocalFabric) -> Path:
     return path
 
 
-def demo(root: Path, site: str = "factory-berlin", region: str = "eu-west", cloud: str = "azure") -> str:
-    """Publish one reading at an edge site's broker and return it as the core broker received it."""
-    fabric = LocalFabric.create(root, DataFlowsConfig(sites={site: region}), {region: cloud})
+def demo(root: Path, site: str = "factory-berlin", region: str = "eu-west", cloud: str = "azure",
+         flows: DataFlowsConfig | None = None) -> str:
+    """Publish one reading at an edge site's broker and return it as the core broker received it.
+    `flows` is a stack's `dataFlows` (topics, retention, buffers); only `site`'s chain runs."""
+    flows = (flows or DataFlowsConfig()).model_copy(update={"sites": {site: region}})
+    fabric = LocalFabric.create(root, flows, {region: cloud})
     fabric.start()
     try:
-        core = subscribe(fabric, f"core-{cloud}", f"core-{cloud}", f"telemetry/{site}/#")
+        root_topic = flows.up[0].root
+        core = subscribe(fabric, f"core-{cloud}", f"core-{cloud}", f"{root_topic}/{site}/#")
         edge = connect(fabric, f"site-{site}", f"edge-{site}")
-        edge.publish(f"telemetry/{site}/line-1/temperature", "21.5", qos=1).wait_for_publish(10)
+        sent = time.perf_counter()
+        edge.publish(f"{root_topic}/{site}/line-1/temperature", "21.5", qos=1).wait_for_publish(10)
         edge.disconnect()
         received = core.wait_for(1, 10)
         core.close()
         if not received:
             raise MosquittoStartError("the reading did not reach the core broker within 10 s")
-        msg = received[0]
+        msg, took_ms = received[0], (core.arrived[0] - sent) * 1000
         return (f"edge-{site} -> region-{region} -> core-{cloud}: {msg.topic} = {msg.payload.decode()} "
-                f"(TLS bridges, client certificates from the stack CA)")
+                f"in {took_ms:.1f} ms (TLS bridges, client certificates from the stack CA)")
     finally:
         fabric.stop()
 

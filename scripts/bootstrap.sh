@@ -98,6 +98,8 @@ mqtt() {
   local missing=()
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
   command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+  # systemd-analyze checks the native sites' units (the broker's among them) as systemd reads them.
+  command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
   apt_install "${missing[@]}"
 }
 

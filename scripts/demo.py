@@ -12,7 +12,10 @@
    from PowerDNS, counted by cloud;
 4. fail aws, reconcile once with the failover controller, show the new distribution;
    heal aws, wait out the recovery hold-down, reconcile, show it back;
-5. say what to try next.
+5. data flows: publish one reading at an edge site's broker and show it arriving at the core,
+   through mosquitto brokers on loopback running the configs the stack's `dataFlows` generates
+   (devenv.mosquitto; the local clusters' kwok pods run no containers);
+6. say what to try next.
 
 Safe to re-run: every step converges on what is already there.
 """
@@ -198,8 +201,8 @@ def print_weights(weights: Any) -> None:
         print(f"  {name:<16} {shares}    ({regions})")
 
 
-def sample(env_layout: LocalEnv, n: int) -> collections.Counter[str]:
-    """Ask PowerDNS n times for the record; count answers by cloud."""
+def sample(env_layout: LocalEnv, n: int, name: str | None = None) -> collections.Counter[str]:
+    """Ask PowerDNS n times for the record (or `name`); count answers by cloud."""
     import dns.message
     import dns.query
     import dns.rdatatype
@@ -208,12 +211,18 @@ def sample(env_layout: LocalEnv, n: int) -> collections.Counter[str]:
     cloud_of = {ip: cloud for cloud, ip in layout.endpoint_ips.items()}
     counts: collections.Counter[str] = collections.Counter()
     for _ in range(n):
-        query = dns.message.make_query(layout.record_name, dns.rdatatype.A)
+        query = dns.message.make_query(name or layout.record_name, dns.rdatatype.A)
         reply = dns.query.udp(query, "127.0.0.1", port=layout.pdns_dns_port, timeout=2)
         ips = [item.address for rrset in reply.answer for item in rrset if rrset.rdtype == dns.rdatatype.A]
         for ip in ips or ["(no answer)"]:
             counts[cloud_of.get(ip, ip)] += 1
     return counts
+
+
+def other_records(outputs: Mapping[str, Any], primary: str) -> dict[str, Any]:
+    """The names besides the primary (`dns.records`), each with its plan (`dnsRecordWeights`)."""
+    plans = outputs.get("dnsRecordWeights") or {}
+    return {name: plan for name, plan in sorted(plans.items()) if name != primary}
 
 
 def print_sample(counts: collections.Counter[str], n: int) -> None:
@@ -270,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
 
-    say("1/5  local clusters (aws, azure, gcp, edge), anvil, PowerDNS, cloud endpoints (scripts/local-env up)")
+    say("1/6  local clusters (aws, azure, gcp, edge), anvil, PowerDNS, cloud endpoints (scripts/local-env up)")
     subprocess.run([PYTHON, "-m", "devenv.cli", "up"], cwd=REPO, check=True)
     local = LocalEnv.load(DEFAULT_DIR, DEFAULT_STACK_FILE)
 
@@ -281,14 +290,14 @@ def main(argv: list[str] | None = None) -> int:
             f"(deployerKey, powerdnsApiKey) encrypted with the passphrase {LOCAL_PASSPHRASE!r}"
         )
     env = engine_env(local)
-    say(f"2/5  pulumi up --stack {STACK}  (file backend {env['PULUMI_BACKEND_URL']})")
+    say(f"2/6  pulumi up --stack {STACK}  (file backend {env['PULUMI_BACKEND_URL']})")
     ensure_k8s_provider(env)
     pulumi(env, "stack", "select", STACK, "--create")
     if not args.skip_up:
         forget_state_of_purged_env(env, local)
         pulumi(env, "up", "--yes", "--stack", STACK, "--skip-preview", capture=False)
 
-    say("3/5  what was deployed")
+    say("3/6  what was deployed")
     print_clusters(local)
     outputs = json.loads(pulumi(env, "stack", "output", "--json", "--stack", STACK).stdout or "{}")
     ingress = outputs.get("ingress") or {}
@@ -303,14 +312,24 @@ def main(argv: list[str] | None = None) -> int:
     print_weights(weights)
     print(f"  {args.samples} answers from PowerDNS (127.0.0.1:{local.layout.pdns_dns_port}), by cloud")
     print_sample(sample(local, args.samples), args.samples)
+    # dns.records: more names, each following its own service's strategy.
+    others = other_records(outputs, local.layout.record_name)
+    for name, plan in others.items():
+        print(f"  DNS weights for {name} (its own strategy)")
+        print_weights(plan)
+        print(f"  {args.samples} answers for {name}, by cloud")
+        print_sample(sample(local, args.samples, name), args.samples)
 
-    say("4/5  failover, for real: aws's /health starts answering 503")
+    say("4/6  failover, for real: aws's /health starts answering 503")
     print(f"  {local.set_health('aws', healthy=False)}")
     with tempfile.TemporaryDirectory(prefix="edgefabric-demo-") as tmp:
         state_file = Path(tmp) / "controller-state.json"
         controller_once(local, state_file, ingress)
         print(f"  {args.samples} answers after the failover")
         print_sample(sample(local, args.samples), args.samples)
+        for name in others:
+            print(f"  {args.samples} answers for {name} after the failover")
+            print_sample(sample(local, args.samples, name), args.samples)
 
         say("     heal aws: it must answer 200 for the whole recovery hold-down before it gets traffic back")
         print(f"  {local.set_health('aws', healthy=True)}")
@@ -322,7 +341,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {args.samples} answers after the recovery")
         print_sample(sample(local, args.samples), args.samples)
 
-    say(f"5/5  done in {time.monotonic() - started:.0f} s. What to try next")
+    say("5/6  data flows: one reading published at an edge site, arriving at the core (MQTT, TLS bridges)")
+    print(f"  {data_flow_reading()}")
+
+    say(f"6/6  done in {time.monotonic() - started:.0f} s. What to try next")
     print(
         "  . scripts/engine-env.sh && export PULUMI_CONFIG_PASSPHRASE=edgefabric-local\n"
         '  eval "$(scripts/local-env env)"           the kubeconfigs and the resolver, for pulumi\n'
@@ -334,9 +356,25 @@ def main(argv: list[str] | None = None) -> int:
         f"  kubectl --kubeconfig {local.kubeconfig_path('aws')} get pods -A   any cluster, with any kubectl\n"
         f"  dig @127.0.0.1 -p {local.layout.pdns_dns_port} {local.layout.record_name} A\n"
         "  pulumi destroy --stack local --yes && scripts/local-env down   clean up\n"
+        "  venv/bin/python -m devenv.mosquitto        the data flows again: edge -> region -> core\n"
         "  make test                                  the whole ladder, engine tests included"
     )
     return 0
+
+
+def data_flow_reading() -> str:
+    """The first site of the local stack's `dataFlows`: one reading through its chain of
+    brokers (edge -> its region -> the core of the region's cloud), as the core received it."""
+    from devenv.mosquitto import demo
+    from edgefabric.config import load_stack_file
+
+    cfg = load_stack_file(DEFAULT_STACK_FILE)
+    if cfg.data_flows is None or not cfg.data_flows.enabled or not cfg.data_flows.sites:
+        return f"(no dataFlows in {DEFAULT_STACK_FILE.name}: nothing to show)"
+    site, region = sorted(cfg.data_flows.sites.items())[0]
+    cloud = next(r.cloud for r in cfg.regions if r.name == region)
+    with tempfile.TemporaryDirectory(prefix="edgefabric-mqtt-") as tmp:
+        return demo(Path(tmp), site, region, cloud, flows=cfg.data_flows)
 
 
 def local_hold_down_s() -> float:

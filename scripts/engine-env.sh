@@ -5,7 +5,7 @@
 #
 # It sets, for this shell only:
 #   PULUMI_HOME        <repo>/.pulumi-home   (plugins, credentials, workspace settings: ignored by git)
-#   PULUMI_BACKEND_URL file://<repo>/.state  (a local file backend; no `pulumi login` needed)
+#   PULUMI_BACKEND_URL file://<repo>/.state?metadata=skip  (a local file backend; no `pulumi login`)
 #   PATH               <repo>/.tools/bin first (the engine built by tools/pulumi-engine/build.sh)
 #                      and <repo>/venv/bin after it
 #   PULUMI_SKIP_UPDATE_CHECK=true, PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
@@ -18,12 +18,15 @@
 _ef_repo="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)"
 export EDGEFABRIC_REPO="$_ef_repo"
 export PULUMI_HOME="${PULUMI_HOME:-$_ef_repo/.pulumi-home}"
-export PULUMI_BACKEND_URL="${PULUMI_BACKEND_URL:-file://$_ef_repo/.state}"
+# metadata=skip: the file backend then writes each checkpoint to a temporary file and renames it,
+# and no `.attrs` sidecar beside it, which a killed `pulumi up` can leave empty ("failed to load
+# checkpoint: EOF" for every later command). See README "Recovering a killed `pulumi up`".
+export PULUMI_BACKEND_URL="${PULUMI_BACKEND_URL:-file://$_ef_repo/.state?metadata=skip}"
 export PULUMI_SKIP_UPDATE_CHECK=true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
 mkdir -p "$PULUMI_HOME"
 # Only a file backend is a directory here; s3://, azblob://, gs:// are made by their owners.
-case "$PULUMI_BACKEND_URL" in file://*) mkdir -p "${PULUMI_BACKEND_URL#file://}" ;; esac
+case "$PULUMI_BACKEND_URL" in file://*) _ef_state="${PULUMI_BACKEND_URL#file://}"; mkdir -p "${_ef_state%%\?*}" ;; esac
 case ":$PATH:" in
   *":$_ef_repo/.tools/bin:"*) ;;
   *) export PATH="$_ef_repo/.tools/bin:$PATH" ;;

@@ -31,10 +31,11 @@ import base64
 import functools
 import gc
 import hashlib
+import ipaddress
 import json
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -69,6 +70,10 @@ class Registered:
     provider: str
     custom: bool
     secret_inputs: set[str] = field(default_factory=set)
+    # URNs this resource depends on, as the engine hands them to a policy pack: all of them
+    # (explicit `depends_on` and through inputs), and per input (wire name).
+    dependencies: list[str] = field(default_factory=list)
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,13 +114,31 @@ def mock_outputs(typ: str, name: str, inputs: dict[str, Any], provider: str = ""
     registration's provider reference; `aws_region` the aws provider's region."""
     out = dict(inputs)
     if typ == "aws:eks/cluster:Cluster":
-        out.update(endpoint=f"https://{name}.eks.example.com",
-                   certificateAuthority={"data": base64.b64encode(b"mock-ca").decode()},
-                   arn=f"arn:aws:eks:us-east-1:123456789012:cluster/{inputs.get('name', name)}")
+        # As EKS answers: `https://<32 hex>.<cell>.<region>.eks.amazonaws.com`, and the CA as
+        # base64 of a PEM bundle (what a kubeconfig's certificate-authority-data takes as is).
+        cluster = inputs.get("name", name)
+        digest = hashlib.sha256(cluster.encode()).hexdigest()[:32].upper()
+        out.update(endpoint=f"https://{digest}.gr7.{aws_region}.eks.amazonaws.com",
+                   certificateAuthority={"data": base64.b64encode(mock_pem(cluster)).decode()},
+                   arn=f"arn:aws:eks:{aws_region}:123456789012:cluster/{cluster}",
+                   status="ACTIVE", platformVersion="eks.1",
+                   identities=[{"oidcs": [{"issuer": f"https://oidc.eks.{aws_region}.amazonaws.com/id/{digest}"}]}])
     elif typ == "aws:iam/role:Role":
         out.update(arn=f"arn:aws:iam::123456789012:role/{name}", name=name)
     elif typ == "gcp:container/cluster:Cluster":
-        out.update(endpoint="34.87.0.10", masterAuth={"clusterCaCertificate": "bW9jay1jYQ=="})
+        # A private endpoint answers on a private IP inside the master range; a public one on
+        # a public IP. GKE reports the full version it runs, e.g. 1.34.1-gke.1200000.
+        private_config = inputs.get("privateClusterConfig") or {}
+        master = ipaddress.ip_network(private_config.get("masterIpv4CidrBlock") or "172.16.0.32/28")
+        private_ip, public_ip = str(master[2]), "34.87.0.10"
+        version = inputs.get("minMasterVersion") or "1.34"
+        out.update(endpoint=private_ip if private_config.get("enablePrivateEndpoint") else public_ip,
+                   privateClusterConfig={**private_config, "privateEndpoint": private_ip,
+                                         "publicEndpoint": public_ip},
+                   masterVersion=f"{version}.1-gke.1200000",
+                   masterAuth={"clusterCaCertificate": base64.b64encode(mock_pem(name)).decode()})
+    elif typ == "gcp:serviceaccount/account:Account":
+        out["email"] = f"{inputs.get('accountId', name)}@mock-project.iam.gserviceaccount.com"
     elif typ == "azure-native:resources:ResourceGroup":
         out.setdefault("name", inputs.get("resourceGroupName", name))
     elif typ == "azure-native:containerservice:ManagedCluster":
@@ -132,17 +155,47 @@ def mock_outputs(typ: str, name: str, inputs: dict[str, Any], provider: str = ""
         out.update(address="0x5FbDB2315678afecb367f032d93F642f64180aa3", code_hash="0x" + "ab" * 32)
     elif typ == "pulumi-python:dynamic/registry:ServiceRegistration":
         out["service_id"] = "0x" + hashlib.sha256(name.encode()).hexdigest()
+    elif typ == "pulumi-python:dynamic/registry:HeartbeatDelegate":
+        # As the provider answers: a fresh key (secret output) and its address.
+        digest = hashlib.sha256(name.encode()).hexdigest()
+        out.update(address="0x" + digest[:40], private_key="0x" + digest, funded_wei=inputs.get("funding_wei", 0))
     elif typ == "gcp:compute/healthCheck:HealthCheck":
         out["selfLink"] = f"https://www.googleapis.com/compute/v1/projects/mock/global/healthChecks/{name}"
     elif typ == "docker:index/remoteImage:RemoteImage":
         out["imageId"] = f"sha256:{'0' * 64}"
+    elif typ in ("pulumi-python:dynamic/pki:CertificateAuthority", "pulumi-python:dynamic/pki:Certificate"):
+        # PEM-framed like the real provider's answer, so that a key that leaks into a
+        # ConfigMap or an output is visible by its "PRIVATE KEY" frame.
+        digest = hashlib.sha256(name.encode()).hexdigest()
+        out.update(cert_pem=mock_pem(name).decode(), serial=digest[:16], not_after="2028-12-31T00:00:00+00:00",
+                   key_pem=f"-----BEGIN PRIVATE KEY-----\n{digest}\n-----END PRIVATE KEY-----\n")
     return out
+
+
+def mock_pem(subject: str) -> bytes:
+    """A PEM-framed certificate body (not a valid certificate: nothing here verifies TLS)."""
+    body = base64.b64encode(hashlib.sha256(subject.encode()).digest() * 8).decode()
+    return f"-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n".encode()
 
 
 def mock_call(token: str, args: Mapping[str, Any]) -> dict[str, Any]:
     """Plausible results of provider functions (invokes) the program calls."""
     if token == "azure-native:containerservice:listManagedClusterUserCredentials":
-        kubeconfig = json.dumps({"apiVersion": "v1", "kind": "Config", "clusters": []})
+        # As AKS answers for an Entra ID cluster: the API server's FQDN, and with format=exec
+        # a kubelogin exec user rather than a credential.
+        name = str(args.get("resourceName", "aks"))
+        server = f"https://{name}-{hashlib.sha256(name.encode()).hexdigest()[:8]}.hcp.westeurope.azmk8s.io:443"
+        user: dict[str, Any] = ({"exec": {
+            "apiVersion": "client.authentication.k8s.io/v1beta1", "command": "kubelogin",
+            "args": ["get-token", "--login", "devicecode", "--server-id", "6dae42f8-4368-4678-94ff-3960e28e3630"]}}
+            if args.get("format") == "exec" else {"token": "mock-static-token"})
+        kubeconfig = json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": name,
+            "clusters": [{"name": name, "cluster": {"server": server,
+                                                    "certificate-authority-data": base64.b64encode(
+                                                        mock_pem(name)).decode()}}],
+            "contexts": [{"name": name, "context": {"cluster": name, "user": f"clusterUser_{name}"}}],
+            "users": [{"name": f"clusterUser_{name}", "user": user}]})
         return {"kubeconfigs": [{"name": "clusterUser",
                                  "value": base64.b64encode(kubeconfig.encode()).decode()}]}
     return {}
@@ -205,6 +258,8 @@ class Construction(NamedTuple):
     type: str
     name: str
     parent: pulumi.Resource | None  # None: the root stack
+    props: Mapping[str, Any] | None = None  # the inputs as the program gave them (Outputs and all)
+    depends_on: Any = None
 
 
 class _Constructions:
@@ -215,7 +270,8 @@ class _Constructions:
 
     def __call__(self, args: pulumi.ResourceTransformationArgs) -> None:
         self.seen.append(Construction(args.resource, args.type_, args.name,
-                                      args.opts.parent if args.opts else None))
+                                      args.opts.parent if args.opts else None, args.props,
+                                      args.opts.depends_on if args.opts else None))
         return None  # nothing changed: the resource registers exactly as the program wrote it
 
 
@@ -332,13 +388,19 @@ def _join(root: pulumi.Resource, seen: list[Construction], registrations: list[R
             if len(by_name[(c.type, c.name)]) > 1 and isinstance(c.resource, pulumi.CustomResource):
                 c.resource.id.apply(functools.partial(ids.__setitem__, id(c.resource)), True)
 
+        for c in seen:
+            dependencies: Awaitable[Any] = _dependencies(c)
+            pulumi.Output.from_input(dependencies).apply(
+                functools.partial(deps.__setitem__, id(c.resource)), True)
+
+    deps: dict[int, tuple[dict[str, set[int]], set[int]]] = {}
     pulumi.runtime.test(settle)()
     missing = [res for res in every if id(res) not in urns]
     if missing:
         raise RuntimeError(f"{len(missing)} resource URN(s) never resolved under the mocks")
     out = [Registered(urn=urns[id(root)], type=STACK_TYPE, name=f"{PROJECT}-{pulumi.get_stack()}", inputs={},
                       parent="", provider="", custom=False)]
-    for res, typ, name, parent in seen:
+    for res, typ, name, parent, *_ in seen:
         candidates = by_name[(typ, name)]
         reg = next((r for r in candidates if r.id == ids[id(res)]), None) if id(res) in ids else None
         if reg is None and candidates:
@@ -350,14 +412,54 @@ def _join(root: pulumi.Resource, seen: list[Construction], registrations: list[R
                                   provider="", custom=isinstance(res, pulumi.CustomResource)))
             continue
         candidates.remove(reg)
+        per_prop, explicit = deps.get(id(res), ({}, set()))
+        by_prop = {key: sorted(urns[r] for r in found if r in urns) for key, found in per_prop.items()}
+        every_dep = sorted({urns[r] for r in explicit | set().union(*per_prop.values()) if r in urns})
         out.append(Registered(
             urn=urns[id(res)], type=reg.type, name=reg.name, inputs=unwrap(reg.inputs),
             parent=urns[id(parent or root)],
             # A read's registration does not say it is custom: the class does.
             provider=reg.provider, custom=reg.custom or isinstance(res, pulumi.CustomResource),
             secret_inputs={k for k, v in reg.inputs.items() if is_secret_value(v)},
+            dependencies=every_dep, property_dependencies=by_prop,
         ))
     return out
+
+
+def _wire_name(key: str) -> str:
+    """`subnet_ids` -> `subnetIds`: the Python SDK's input names as the engine carries them."""
+    head, *rest = key.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _outputs(value: Any, depth: int = 0) -> Iterator[pulumi.Output[Any]]:
+    """Every Output inside an input value (dicts, lists and the SDKs' `...Args` classes)."""
+    if depth > 20 or value is None or isinstance(value, str | int | float | bool | pulumi.Resource):
+        return
+    if isinstance(value, pulumi.Output):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _outputs(v, depth + 1)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _outputs(v, depth + 1)
+    elif hasattr(value, "__dict__") and type(value).__module__.startswith("pulumi"):
+        yield from _outputs(vars(value), depth + 1)
+
+
+async def _dependencies(c: Construction) -> tuple[dict[str, set[int]], set[int]]:
+    """(resources per input, resources named in depends_on), as ids of the resource objects."""
+    per_prop: dict[str, set[int]] = {}
+    for key, value in (c.props or {}).items():
+        found: set[int] = set()
+        for out in _outputs(value):
+            found |= {id(r) for r in await out.resources()}
+        found.discard(id(c.resource))
+        if found:
+            per_prop[_wire_name(key)] = found
+    explicit = c.depends_on if isinstance(c.depends_on, list | tuple) else [c.depends_on]
+    return per_prop, {id(d) for d in explicit if isinstance(d, pulumi.Resource)}
 
 
 def _settle_exports(exports: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:

@@ -69,6 +69,10 @@ def render_resources(root: Path, stack: str) -> list[dict[str, Any]]:
             "inputs": {k: SECRET if k in secret_keys else v for k, v in r.inputs.items()},
             "secretInputs": sorted(secret_keys),
             "rawInputs": r.inputs,
+            # A base tree's render may predate dependency tracking: then none.
+            "dependencies": list(getattr(r, "dependencies", [])),
+            "propertyDependencies": dict(getattr(r, "property_dependencies", {})),
+            "provider": getattr(r, "provider", ""),
         })
     return out
 
@@ -201,7 +205,8 @@ def run_policies(resources: list[dict[str, Any]], config: Mapping[str, Any]) -> 
     policy_resources = [
         Resource(r["type"], r["name"], r["urn"],
                  {k: secret(v) if k in r["secretInputs"] else v for k, v in r["rawInputs"].items()},
-                 r["parent"] or None)
+                 r["parent"] or None, tuple(r.get("dependencies", ())),
+                 {k: tuple(v) for k, v in r.get("propertyDependencies", {}).items()}, r.get("provider", ""))
         for r in resources if r["type"] != "pulumi:pulumi:Stack"
     ]
     return ALL_POLICIES, evaluate(ALL_POLICIES, policy_resources, config)

@@ -9,6 +9,14 @@ on one chain takes its nonce from one `NonceManager`, keyed by (chain id, genesi
 The genesis hash is part of the key because dev chains (anvil: 31337) reuse chain ids, and a
 manager left over from a previous anvil would hand out nonces the new chain has never seen.
 
+Faults: every transport or RPC failure surfaces as a ChainError. `RetryingHTTPProvider` retries
+what a node or a gateway in front of it reports as passing (refused, reset, timeout, HTTP 429 and
+5xx, JSON-RPC "rate limited") with exponential backoff, for every method: re-sending
+`eth_sendRawTransaction` is safe, a node answers "already known" for the same signed bytes.
+`ChainClient.wait` replaces a transaction that is not mined after `FeePolicy.bump_after_blocks`
+blocks (same nonce, bumped fee, never above `FeePolicy.max_fee_wei`), re-sends one a reorg
+dropped, waits for `confirmations`, and resyncs the nonce on a receipt timeout.
+
 The private key is taken from an argument or from `EDGEFABRIC_DEPLOYER_KEY`; it is never logged,
 never put into an exception message and never kept anywhere but the eth_account signer.
 """
@@ -21,9 +29,10 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from eth_abi import decode as abi_decode
@@ -31,11 +40,11 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import function_abi_to_4byte_selector, to_checksum_address
 from hexbytes import HexBytes
-from tenacity import Retrying, stop_after_attempt, wait_exponential
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
 from web3 import HTTPProvider, Web3
 from web3.contract.contract import ContractFunction
-from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted, Web3RPCError
-from web3.providers.rpc.utils import ExceptionRetryConfiguration
+from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound, Web3RPCError
+from web3.types import RPCEndpoint, RPCResponse
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +53,18 @@ _KEY_RE = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 # Node error texts (geth, anvil, reth, nethermind) meaning "our idea of the next nonce is wrong".
 _NONCE_ERRORS = ("nonce too low", "replacement transaction underpriced", "nonce too high", "invalid nonce",
                  "nonce has already been used")
+# "Our fee is below the base fee": the base fee rose since we priced the transaction.
+_FEE_ERRORS = ("less than block base fee", "fee cap less than", "max fee per gas less than", "underpriced")
+# JSON-RPC error codes hosted nodes use for "slow down" (EIP-1474 -32005) and some gateways' 429.
+_RATE_LIMIT_CODES = (-32005, 429)
 
 
 class ChainError(RuntimeError):
     """A chain operation failed in a way a user can act on (bad URL, key, revert, timeout)."""
+
+
+class RetryableRPCError(ChainError):
+    """A failure worth retrying: the node or a gateway is unreachable, slow, or rate limiting."""
 
 
 class TransactionReverted(ChainError):
@@ -83,6 +100,77 @@ def load_account(key: str | None = None, *, env_var: str = DEPLOYER_KEY_ENV) -> 
 # ----------------------------------------------------------------------------- connection
 
 
+def redact_url(url: str) -> str:
+    """`scheme://host:port` of a URL: hosted RPC URLs carry API keys in the path, query or userinfo."""
+    parsed = urlsplit(url)
+    host = parsed.hostname or "?"
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.scheme}://{host}{port}"
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, RetryableRPCError | requests.ConnectionError | requests.Timeout):
+        return True
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return exc.response.status_code == 429 or exc.response.status_code >= 500
+    return False
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long one RPC request keeps trying: `attempts` tries within `max_s` seconds, with
+    exponential backoff from `backoff_s` (capped at 2 s, so a node that comes back is used soon)."""
+
+    attempts: int = 5
+    backoff_s: float = 0.1
+    max_s: float = 30.0
+
+
+class RetryingHTTPProvider(HTTPProvider):
+    """HTTPProvider whose every request is retried on passing faults and fails as ChainError.
+
+    web3's own retry covers only some methods and Python's `ConnectionError`, which is not a parent
+    of `requests.ConnectionError`; errors also escaped as raw `requests` exceptions, naming the URL.
+    """
+
+    def __init__(self, rpc_url: str, *, timeout: float, policy: RetryPolicy) -> None:
+        super().__init__(rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
+        self._shown = redact_url(rpc_url)
+        self._policy = policy
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        retrying = Retrying(
+            stop=stop_after_attempt(self._policy.attempts) | stop_after_delay(self._policy.max_s),
+            wait=wait_exponential(multiplier=self._policy.backoff_s, max=2.0),
+            retry=retry_if_exception(_retryable),
+            reraise=True,
+        )
+        try:
+            return retrying(self._once, method, params)
+        except ChainError:
+            raise
+        except Exception as exc:  # requests/json errors: one type, no URL (it may carry a key)
+            raise RetryableRPCError(f"{method} to {self._shown} failed: {_describe(exc)}") from None
+
+    def _once(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        response = super().make_request(method, params)
+        error = response.get("error") if isinstance(response, dict) else None
+        if isinstance(error, dict) and (error.get("code") in _RATE_LIMIT_CODES
+                                        or "rate limit" in str(error.get("message", "")).lower()):
+            raise RetryableRPCError(f"{method} to {self._shown}: rate limited: {error.get('message')}")
+        return response
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return f"HTTP {exc.response.status_code}"
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    if isinstance(exc, requests.ConnectionError):
+        return "connection refused or dropped"
+    return type(exc).__name__
+
+
 def connect(
     rpc_url: str,
     *,
@@ -90,36 +178,32 @@ def connect(
     timeout: float = 10.0,
     retries: int = 5,
     backoff: float = 0.5,
+    policy: RetryPolicy | None = None,
 ) -> Web3:
     """A connected Web3 for an http(s) JSON-RPC URL.
 
     Retries the first contact `retries` times with exponential backoff (a node that is still
     starting is normal in local-env and CI); each request times out after `timeout` seconds and
-    transient HTTP errors are retried by web3 itself. Raises ChainError if the node stays
-    unreachable or reports a chain id other than `expected_chain_id`.
+    is retried per `policy`. Raises ChainError if the node stays unreachable or reports a chain
+    id other than `expected_chain_id`. Messages show the URL without path, query or userinfo.
     """
     if not rpc_url.startswith(("http://", "https://")):
         raise ChainError(
-            f"registry rpcUrl {rpc_url!r}: only http(s) JSON-RPC endpoints are supported by the "
+            f"registry rpcUrl {redact_url(rpc_url)!r}: only http(s) JSON-RPC endpoints are supported by the "
             "synchronous client (web3 8 has no synchronous websocket provider); use the node's http URL"
         )
-    provider = HTTPProvider(
-        rpc_url,
-        request_kwargs={"timeout": timeout},
-        exception_retry_configuration=ExceptionRetryConfiguration(
-            errors=(ConnectionError, requests.HTTPError, requests.Timeout), retries=3, backoff_factor=0.2
-        ),
-    )
+    provider = RetryingHTTPProvider(rpc_url, timeout=timeout, policy=policy or RetryPolicy())
     w3 = Web3(provider)
     # Waits backoff, 2 x backoff, 4 x backoff ... between attempts.
     first_contact = Retrying(stop=stop_after_attempt(retries + 1),
                              wait=wait_exponential(multiplier=backoff), reraise=True)
+    shown = redact_url(rpc_url)
     try:
         chain_id = first_contact(lambda: int(w3.eth.chain_id))
     except Exception as exc:  # connection refused, timeout, bad gateway ...
-        raise ChainError(f"cannot reach the chain at {rpc_url} after {retries + 1} attempts: {exc}") from None
+        raise ChainError(f"cannot reach the chain at {shown} after {retries + 1} attempts: {exc}") from None
     if expected_chain_id is not None and chain_id != expected_chain_id:
-        raise ChainError(f"registry chainId is {expected_chain_id} but the node at {rpc_url} reports {chain_id}")
+        raise ChainError(f"registry chainId is {expected_chain_id} but the node at {shown} reports {chain_id}")
     return w3
 
 
@@ -232,6 +316,10 @@ class PendingTx:
     tx_hash: str
     nonce: int
     description: str
+    # The unsigned transaction and the block it was sent at: what a fee bump or a re-send after a
+    # reorg signs again with the same nonce.
+    tx: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    sent_block: int = 0
 
 
 @dataclass(frozen=True)
@@ -241,6 +329,17 @@ class TxResult:
     gas_used: int
     contract_address: str | None
     logs: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class FeePolicy:
+    """EIP-1559 pricing. `max_fee_wei` caps maxFeePerGas (None: no cap); a transaction not mined
+    after `bump_after_blocks` blocks is replaced, same nonce, by one paying `bump_percent` more
+    (nodes accept a replacement only from +10 %), or the current market price if that is higher."""
+
+    max_fee_wei: int | None = None
+    bump_after_blocks: int = 3
+    bump_percent: int = 25
 
 
 class ChainClient:
@@ -257,7 +356,11 @@ class ChainClient:
         abi: Sequence[dict[str, Any]] = (),
         receipt_timeout: float = 120.0,
         poll_interval: float = 0.05,
+        fee_policy: FeePolicy | None = None,
+        confirmations: int = 1,
     ) -> None:
+        if confirmations < 1:
+            raise ChainError(f"confirmations must be >= 1, got {confirmations}")
         self.w3 = w3
         self._account = account
         self.address: str = account.address
@@ -267,6 +370,8 @@ class ChainClient:
         self.decoder = ErrorDecoder(abi)
         self.receipt_timeout = receipt_timeout
         self.poll_interval = poll_interval
+        self.fee_policy = fee_policy or FeePolicy()
+        self.confirmations = confirmations
         self._fees: tuple[float, dict[str, int]] | None = None
 
     def __repr__(self) -> str:  # never show the account (it holds the key)
@@ -274,22 +379,47 @@ class ChainClient:
 
     # -- fees
 
-    def fees(self) -> dict[str, int]:
-        """EIP-1559 fee fields: maxFee = 2 x base fee + tip, so a tx survives a few full blocks.
+    def fees(self, *, fresh: bool = False) -> dict[str, int]:
+        """EIP-1559 fee fields: maxFee = 2 x base fee + tip (survives a few full blocks), capped.
 
         Cached for 2 s so a burst of pipelined transactions does not ask the node each time.
         """
         now = time.monotonic()
-        if self._fees and now - self._fees[0] < 2.0:
+        if self._fees and not fresh and now - self._fees[0] < 2.0:
             return self._fees[1]
         base = int(self.w3.eth.get_block("latest").get("baseFeePerGas") or 0)
         try:
             tip = int(self.w3.eth.max_priority_fee)
+        except ChainError:
+            raise
         except Exception:  # nodes without eth_maxPriorityFeePerGas
             tip = Web3.to_wei(1, "gwei")
-        fees = {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
+        fees = self._capped({"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip})
         self._fees = (now, fees)
         return fees
+
+    def _capped(self, fees: dict[str, int]) -> dict[str, int]:
+        cap = self.fee_policy.max_fee_wei
+        if cap is None:
+            return fees
+        return {"maxFeePerGas": min(fees["maxFeePerGas"], cap),
+                "maxPriorityFeePerGas": min(fees["maxPriorityFeePerGas"], cap)}
+
+    def _bumped(self, tx: Mapping[str, Any]) -> dict[str, int] | None:
+        """Fees for a replacement of `tx`, or None when the cap leaves no room for one."""
+        pct = 100 + max(self.fee_policy.bump_percent, 11)
+        market = self.fees(fresh=True)
+        wanted = {
+            "maxFeePerGas": max(int(tx["maxFeePerGas"]) * pct // 100 + 1, market["maxFeePerGas"]),
+            "maxPriorityFeePerGas": max(int(tx["maxPriorityFeePerGas"]) * pct // 100 + 1,
+                                        market["maxPriorityFeePerGas"]),
+        }
+        capped = self._capped(wanted)
+        # Below +10 % on both fields a node refuses the replacement: no point in sending it.
+        if (capped["maxFeePerGas"] * 10 < int(tx["maxFeePerGas"]) * 11
+                or capped["maxPriorityFeePerGas"] * 10 < int(tx["maxPriorityFeePerGas"]) * 11):
+            return None
+        return capped
 
     # -- calls
 
@@ -299,6 +429,8 @@ class ChainClient:
             return fn.call({"from": self.address})
         except (ContractCustomError, ContractLogicError) as exc:
             raise self._reverted(description, exc) from None
+        except Web3RPCError as exc:
+            raise ChainError(f"{description}: the node refused the call: {_rpc_message(exc)}") from None
 
     def _reverted(self, description: str, exc: Exception) -> TransactionReverted:
         data = _revert_data(exc)
@@ -311,16 +443,19 @@ class ChainClient:
     # -- sending
 
     def send(self, fn: ContractFunction | None, description: str, *, data: str | None = None,
-             gas: int | None = None) -> PendingTx:
+             gas: int | None = None, to: str | None = None, value: int = 0) -> PendingTx:
         """Sign and broadcast; returns at once (pipelining). `fn=None` with `data` deploys.
 
         Gas is estimated first, so a call that would revert raises TransactionReverted before a
         nonce is taken (a taken nonce that never reaches the node would stall later transactions).
         """
-        tx: dict[str, Any] = {"from": self.address, "chainId": self.chain_id}
+        tx: dict[str, Any] = {"from": self.address, "chainId": self.chain_id, "value": value}
         if fn is not None:
             tx["to"] = fn.address
             tx["data"] = fn._encode_transaction_data()
+        elif to is not None:  # a plain transfer
+            tx["to"] = to_checksum_address(to)
+            tx["data"] = "0x"
         else:
             tx["data"] = data
         if gas is None:
@@ -328,6 +463,8 @@ class ChainClient:
                 estimate = int(self.w3.eth.estimate_gas(tx, "pending"))  # type: ignore[arg-type]
             except (ContractCustomError, ContractLogicError) as exc:
                 raise self._reverted(description, exc) from None
+            except Web3RPCError as exc:
+                raise ChainError(f"{description}: gas estimate refused: {_rpc_message(exc)}") from None
             # Headroom: state can change between estimate and inclusion. Parallel deregistrations
             # (swap-and-pop on shared index arrays) ran out of gas with 20 %; unused gas is not
             # charged, so a generous limit costs nothing.
@@ -339,41 +476,119 @@ class ChainClient:
             with self._nonces.sending():
                 tx["nonce"] = self._nonces.allocate(self.w3, self.address)
                 signed = self._account.sign_transaction(tx)
+                ours = HexBytes(signed.hash).to_0x_hex()
                 try:
-                    tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-                    return PendingTx(HexBytes(tx_hash).to_0x_hex(), tx["nonce"], description)
-                except (Web3RPCError, ValueError) as exc:
-                    text = str(exc).lower()
-                    if "already known" in text:  # this very transaction is in the pool already
-                        return PendingTx(HexBytes(signed.hash).to_0x_hex(), tx["nonce"], description)
+                    self.w3.eth.send_raw_transaction(signed.raw_transaction)
+                    return PendingTx(ours, tx["nonce"], description, dict(tx))
+                except Web3RPCError as exc:
+                    text = _rpc_message(exc).lower()
+                    if "already known" in text or ("nonce too low" in text and self._known(ours)):
+                        # This very transaction reached the node already: a retried request
+                        # whose first answer was lost.
+                        return PendingTx(ours, tx["nonce"], description, dict(tx))
                     # The nonce was taken but not used: the node's pending count is the truth now.
                     self._nonces.resync(self.w3, self.address)
+                    if attempt < 3 and any(marker in text for marker in _FEE_ERRORS) and "replacement" not in text:
+                        log.info("%s: fee below the base fee (%s); repricing", description, text[:120])
+                        tx.update(self.fees(fresh=True))
+                        continue
                     if any(marker in text for marker in _NONCE_ERRORS) and attempt < 3:
                         log.info("%s: nonce %s rejected (%s); resyncing", description, tx["nonce"], text[:120])
                         continue
-                    raise ChainError(f"{description}: the node rejected the transaction: {exc}") from None
+                    raise ChainError(f"{description}: the node rejected the transaction: {text}") from None
                 except Exception:
-                    # Anything else (a timeout, a dropped connection) may or may not have reached
-                    # the node: re-read `pending` rather than leave a possible gap behind.
+                    # Anything else (retries exhausted on a timeout or a dropped connection) may
+                    # or may not have reached the node: re-read `pending` rather than leave a gap.
                     self._nonces.resync(self.w3, self.address)
                     raise
         raise ChainError(f"{description}: nonce kept colliding after 4 attempts")
 
-    def wait(self, pending: PendingTx) -> TxResult:
-        """Wait for the receipt; raise TransactionReverted (decoded) if status is 0."""
+    def _head(self) -> int:
+        return int(self.w3.eth.block_number)
+
+    def _known(self, tx_hash: str) -> bool:
         try:
-            receipt = self.w3.eth.wait_for_transaction_receipt(
-                HexBytes(pending.tx_hash), timeout=self.receipt_timeout, poll_latency=self.poll_interval
-            )
-        except TimeExhausted:
-            raise ChainError(
-                f"{pending.description}: no receipt for {pending.tx_hash} after {self.receipt_timeout}s"
-            ) from None
-        if receipt["status"] != 1:
-            raise self._explain_failure(pending, receipt)
+            self.w3.eth.get_transaction(HexBytes(tx_hash))
+            return True
+        except TransactionNotFound:
+            return False
+
+    def _receipt(self, tx_hash: str) -> Any | None:
+        try:
+            return self.w3.eth.get_transaction_receipt(HexBytes(tx_hash))
+        except TransactionNotFound:
+            return None
+
+    def wait(self, pending: PendingTx, *, confirmations: int | None = None) -> TxResult:
+        """Wait until the transaction is `confirmations` blocks deep on the canonical chain.
+
+        Raises TransactionReverted (decoded) if it failed. Meanwhile: one not mined after
+        `bump_after_blocks` blocks, or gone from the node (a reorg dropped it, the pool evicted
+        it), is signed again with the same nonce and a bumped fee; every hash sent is watched. A
+        receipt timeout resyncs the nonce manager, since the nonce may or may not be used.
+        """
+        depth = max(confirmations or self.confirmations, 1)
+        hashes = [pending.tx_hash]
+        tx = dict(pending.tx)
+        last_sent: int | None = pending.sent_block or None  # the head at the first poll otherwise
+        deadline = time.monotonic() + self.receipt_timeout
+        while True:
+            receipt = next((r for h in reversed(hashes) if (r := self._receipt(h)) is not None), None)
+            if receipt is not None:
+                if receipt["status"] != 1:
+                    raise self._explain_failure(pending, receipt)
+                if depth == 1:  # a receipt the node serves is on its canonical chain
+                    return self._result(receipt)
+                mined = int(receipt["blockNumber"])
+                if self._head() - mined + 1 >= depth:
+                    canonical = self.w3.eth.get_block(mined)["hash"]
+                    if HexBytes(canonical) == HexBytes(receipt["blockHash"]):
+                        return self._result(receipt)
+                    continue  # reorged out between the two reads: look again
+            elif time.monotonic() > deadline:
+                self._nonces.resync(self.w3, self.address)
+                raise ChainError(
+                    f"{pending.description}: no receipt for {', '.join(hashes)} after {self.receipt_timeout}s "
+                    f"(nonce {pending.nonce}); the nonce will be re-read from the node"
+                )
+            elif tx:
+                head = self._head()
+                if last_sent is None:
+                    last_sent = head
+                if head - last_sent >= self.fee_policy.bump_after_blocks or not any(self._known(h) for h in hashes):
+                    sent = self._replace(pending, tx)
+                    if sent is not None:
+                        hashes.append(sent)
+                    last_sent = head
+            time.sleep(self.poll_interval)
+
+    def _replace(self, pending: PendingTx, tx: dict[str, Any]) -> str | None:
+        """Sign `tx` again with its nonce and a bumped fee; the new hash, or None if not sent."""
+        fees = self._bumped(tx)
+        if fees is None:
+            log.warning("%s: nonce %s still pending and the fee cap (%s wei) leaves no room for a bump; waiting",
+                        pending.description, pending.nonce, self.fee_policy.max_fee_wei)
+            return None
+        tx.update(fees)
+        signed = self._account.sign_transaction(tx)
+        new_hash = HexBytes(signed.hash).to_0x_hex()
+        try:
+            self.w3.eth.send_raw_transaction(signed.raw_transaction)
+        except Web3RPCError as exc:
+            text = _rpc_message(exc).lower()
+            if "already known" in text:
+                return new_hash
+            # "nonce too low": one of our versions was mined meanwhile; the loop finds its receipt.
+            log.info("%s: replacement of nonce %s not accepted (%s)", pending.description, pending.nonce, text[:120])
+            return None
+        log.warning("%s: nonce %s not mined; re-sent as %s with maxFeePerGas %s", pending.description,
+                    pending.nonce, new_hash, fees["maxFeePerGas"])
+        return new_hash
+
+    def _result(self, receipt: Any) -> TxResult:
         address = receipt.get("contractAddress")
         return TxResult(
-            tx_hash=pending.tx_hash,
+            tx_hash=HexBytes(receipt["transactionHash"]).to_0x_hex(),
             block_number=int(receipt["blockNumber"]),
             gas_used=int(receipt["gasUsed"]),
             contract_address=to_checksum_address(address) if address else None,
@@ -384,6 +599,13 @@ class ChainClient:
         """send + wait."""
         return self.wait(self.send(fn, description, gas=gas))
 
+    def transfer(self, to: str, value_wei: int, description: str) -> TxResult:
+        """Send `value_wei` to `to` (funding a delegate key) and wait for it."""
+        return self.wait(self.send(None, description, to=to, value=value_wei))
+
+    def balance(self, address: str) -> int:
+        return int(self.w3.eth.get_balance(to_checksum_address(address)))
+
     def deploy(self, abi: Sequence[dict[str, Any]], bytecode: str, description: str) -> TxResult:
         """Deploy a contract whose constructor takes no arguments (its creation code is the data)."""
         del abi  # kept in the signature so callers state which contract they deploy
@@ -393,7 +615,8 @@ class ChainClient:
         # Receipts carry no revert data: replay the transaction as a call to recover it. First on
         # the block that included it (same timestamp, and a reverted tx changed no contract state),
         # then on the block before (in case a later tx in the same block changed the state).
-        tx = self.w3.eth.get_transaction(HexBytes(pending.tx_hash))
+        tx_hash = HexBytes(receipt["transactionHash"]).to_0x_hex()  # a replacement may be the one mined
+        tx = self.w3.eth.get_transaction(HexBytes(tx_hash))
         replay = {"from": tx["from"], "to": tx.get("to"), "data": tx["input"], "gas": tx["gas"]}
         for block in (receipt["blockNumber"], receipt["blockNumber"] - 1):
             try:
@@ -403,6 +626,14 @@ class ChainClient:
             except Exception:
                 continue
         if receipt["gasUsed"] >= tx["gas"]:
-            return TransactionReverted(f"{pending.description}: ran out of gas ({tx['gas']}) in {pending.tx_hash}")
-        return TransactionReverted(f"{pending.description}: transaction {pending.tx_hash} reverted")
+            return TransactionReverted(f"{pending.description}: ran out of gas ({tx['gas']}) in {tx_hash}")
+        return TransactionReverted(f"{pending.description}: transaction {tx_hash} reverted")
 
+
+
+def _rpc_message(exc: Web3RPCError) -> str:
+    """The node's error text (web3 puts the whole response dict into str(exc))."""
+    message = getattr(exc, "rpc_response", None)
+    if isinstance(message, dict) and isinstance(message.get("error"), dict):
+        return str(message["error"].get("message", ""))
+    return str(exc)

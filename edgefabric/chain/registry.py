@@ -7,6 +7,7 @@ caller gets the same revert messages ("registerService(api@1.0): reverted: Alrea
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -16,7 +17,7 @@ from eth_abi import encode as abi_encode
 from eth_utils import keccak, to_checksum_address
 from hexbytes import HexBytes
 
-from edgefabric.chain.client import ChainClient, PendingTx, TransactionReverted, TxResult
+from edgefabric.chain.client import ChainClient, ChainError, PendingTx, TransactionReverted, TxResult
 
 ARTIFACT_PATH = Path(__file__).resolve().parents[2] / "contracts" / "build" / "ServiceRegistry.json"
 
@@ -78,24 +79,47 @@ class Registry:
         return ServiceRecord(sid, r[0], r[1], list(r[2]), r[3], r[4], int(r[5]), int(r[6]), int(r[7]), bool(r[8]))
 
     def is_alive(self, sid: str) -> bool:
-        return bool(self.contract.functions.isAlive(HexBytes(sid)).call())
+        return bool(self.client.call(self.contract.functions.isAlive(HexBytes(sid)), f"isAlive({sid})"))
 
     def service_versions(self, name: str) -> list[str]:
-        return [HexBytes(x).to_0x_hex() for x in self.contract.functions.getServiceVersions(name).call()]
-
-    def owner_services(self, owner: str) -> list[str]:
-        ids = self.contract.functions.getOwnerServices(to_checksum_address(owner)).call()
+        ids = self.client.call(self.contract.functions.getServiceVersions(name), f"getServiceVersions({name})")
         return [HexBytes(x).to_0x_hex() for x in ids]
 
-    def discover(self, name: str, page: int = 100) -> list[str]:
-        """Every live id under `name`, following the contract's pagination."""
+    def owner_services(self, owner: str) -> list[str]:
+        fn = self.contract.functions.getOwnerServices(to_checksum_address(owner))
+        return [HexBytes(x).to_0x_hex() for x in self.client.call(fn, f"getOwnerServices({owner})")]
+
+    def discover(self, name: str, page: int = 100, limit: int = 1000, max_pages: int = 50,
+                 publishers: Collection[str] | None = None) -> list[str]:
+        """Live ids under `name`, at most `limit` of them from at most `max_pages` pages.
+
+        Bounded both ways: anyone can register under any name, so a spammer could otherwise
+        make a discovery read an unbounded index (expired entries count until cleaned up).
+        `publishers`: only ids owned by these addresses (the stack's deployer keys); anyone can
+        register under our names, and a consumer must not route to a spammer's endpoints.
+        The node's `nextOffset` is not trusted: it must move forward and stay within the total,
+        or a faulty (or hostile) node could keep us paging forever.
+        """
         out: list[str] = []
         offset = 0
-        while True:
-            ids, offset, total = self.contract.functions.discoverServices(name, offset, page).call()
-            out += [HexBytes(x).to_0x_hex() for x in ids]
-            if offset >= total:
-                return out
+        for _ in range(max_pages):
+            if len(out) >= limit:
+                break
+            fn = self.contract.functions.discoverServices(name, offset, min(page, limit - len(out)))
+            ids, next_offset, total = self.client.call(fn, f"discoverServices({name})")
+            found = [HexBytes(x).to_0x_hex() for x in ids]
+            if publishers is not None:
+                allowed = {to_checksum_address(a) for a in publishers}
+                found = [sid for sid in found if (r := self.get_service(sid)) is not None
+                         and to_checksum_address(r.owner) in allowed]
+            out += found
+            if next_offset >= total:
+                break
+            if next_offset <= offset:
+                raise ChainError(f"discoverServices({name}): the node returned nextOffset {next_offset} "
+                                 f"after offset {offset}; refusing to page further")
+            offset = next_offset
+        return out[:limit]
 
     # -- writes (send_* return at once for pipelining; the others wait for the receipt)
 
@@ -114,6 +138,19 @@ class Registry:
 
     def heartbeat(self, sid: str, label: str = "") -> TxResult:
         return self.client.wait(self.send_heartbeat(sid, label))
+
+    def set_delegate(self, sid: str, delegate: str, label: str = "") -> TxResult:
+        """Allow `delegate` to heartbeat the service (and nothing else). Owner only."""
+        fn = self.contract.functions.setHeartbeatDelegate(HexBytes(sid), to_checksum_address(delegate))
+        return self.client.transact(fn, f"setHeartbeatDelegate({label or sid})")
+
+    def revoke_delegate(self, sid: str, delegate: str, label: str = "") -> TxResult:
+        fn = self.contract.functions.revokeHeartbeatDelegate(HexBytes(sid), to_checksum_address(delegate))
+        return self.client.transact(fn, f"revokeHeartbeatDelegate({label or sid})")
+
+    def is_delegate(self, sid: str, account: str) -> bool:
+        fn = self.contract.functions.isHeartbeatDelegate(HexBytes(sid), to_checksum_address(account))
+        return bool(self.client.call(fn, f"isHeartbeatDelegate({sid})"))
 
     def update(self, sid: str, endpoints: list[str], metadata: str, label: str = "") -> TxResult:
         fn = self.contract.functions.updateService(HexBytes(sid), endpoints, metadata)

@@ -239,11 +239,25 @@ class Workload(_Model):
     env: dict[str, str] = {}
 
 
+class Database(_Model):
+    """A PostgreSQL database a service stores its state in (user management's realms): a
+    managed one per cloud (RDS, Azure Database for PostgreSQL, Cloud SQL) reachable from the
+    cluster. The password stays behind its secret reference."""
+
+    host: str = Field(min_length=1)
+    port: int = Field(5432, ge=1, le=65535)
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    username: str = Field(min_length=1)
+    password_ref: SecretRef
+
+
 class CoreService(Workload):
     kind: Literal["api-gateway", "data-analytics", "user-management", "business-logic"]
     autoscale: Autoscale | None = None
     # OAuth2 issuer for user management; other kinds ignore it.
     oauth2_issuer: str | None = None
+    # User management's database (Keycloak's `start` refuses its dev-file store).
+    database: Database | None = None
 
 
 class ClusterSize(_Model):
@@ -251,9 +265,13 @@ class ClusterSize(_Model):
     min_nodes: int = Field(1, ge=1, le=1000)
     max_nodes: int = Field(10, ge=1, le=1000)
     machine_type: str = Field(min_length=1)
-    kubernetes_version: str = Field("1.31", pattern=r"^1\.[0-9]{2}$")
+    kubernetes_version: str = Field("1.34", pattern=r"^1\.[0-9]{2}$")
     # Who may reach the API server. Empty means private endpoint only.
     api_allowed_cidrs: list[str] = []
+    # How the deployer reaches the API server: `runner` (pulumi runs on a runner inside the
+    # cluster's network, README "Running on the clouds"), or `public` (a public endpoint
+    # restricted to apiAllowedCidrs). A private endpoint without a runner is unreachable.
+    api_access: Literal["runner", "public"] | None = None
 
     @field_validator("api_allowed_cidrs")
     @classmethod
@@ -277,6 +295,17 @@ class Region(_Model):
     cloud: Cloud
     location: str = Field(min_length=1)
     services: list[RegionalService] = Field(min_length=1)
+    # Who may reach the region's MQTT broker over the internet. Empty: its load balancer is
+    # internal (edge sites reach it over their private link to the cloud); a plain-text
+    # broker is never open to the whole internet.
+    device_source_ranges: list[str] = []
+
+    @field_validator("device_source_ranges")
+    @classmethod
+    def _ranges(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr)
+        return value
 
 
 class Requirements(_Model):
@@ -332,6 +361,10 @@ class StrategyConfig(_Model):
     replication: Literal["active-active", "active-passive"] = "active-active"
     load_balancing: Literal["round-robin", "weighted", "performance-based"] = "weighted"
     failover: Literal["automatic", "manual"] = "automatic"
+    # performance-based only: the weight of a new latency sample in the smoothed latency
+    # (1: no smoothing), and the band in percentage points within which shares do not move.
+    latency_smoothing: float = Field(0.3, gt=0, le=1)
+    weight_band_pct: float = Field(5, ge=0, le=50)
 
     @property
     def order(self) -> list[Cloud]:
@@ -517,8 +550,35 @@ class DnsBackends(_Model):
         return [n for n in ("route53", "azure_tm", "gcp_dns", "powerdns") if getattr(self, n)]
 
 
+class DnsRecord(_Model):
+    """One public name that follows one service's strategy (`strategies.<strategy>`)."""
+
+    name: str = Field(pattern=r"^([a-z0-9-]+\.)+$", description="FQDN with trailing dot")
+    strategy: DnsLabel
+
+
+class FailoverControllerConfig(_Model):
+    """`dns.controller`: the failover controller run inside each core cluster (`deploy`), one
+    replica per cloud, so failover keeps working when no deployer and no laptop is up. The
+    replicas share one lease held as a majority of Lease objects, one per core cluster: one
+    writes at a time, and another takes over when its cloud is lost (README "Where the
+    controller runs")."""
+
+    deploy: bool = False
+    # Its own image (the package, the daemon as entrypoint), pinned like every other.
+    image: PinnedImage = "ghcr.io/edgefabric/failover-controller:0.1.0"
+    # Whole seconds (a Lease's leaseDurationSeconds): how long a silent leader blocks a takeover.
+    lease_duration_s: int = Field(30, ge=2, le=3600)
+    metrics_port: int = Field(9464, ge=1024, le=65535)
+    cpu: CpuQuantity = "50m"
+    memory: MemQuantity = "128Mi"
+
+
 class DnsConfig(_Model):
-    record_name: str = Field(pattern=r"^([a-z0-9-]+\.)+$", description="FQDN with trailing dot")
+    # Published names: `recordName` follows `strategy` (the one-record form); `records` adds
+    # names, each following its own service's strategy. Either may be left out, not both.
+    record_name: str | None = Field(None, pattern=r"^([a-z0-9-]+\.)+$", description="FQDN with trailing dot")
+    records: list[DnsRecord] | None = Field(None, min_length=1, max_length=100)
     ttl: int = Field(30, ge=1, le=86400)
     # Which core service's strategy the global record follows.
     strategy: DnsLabel = "api-gateway"
@@ -527,18 +587,120 @@ class DnsConfig(_Model):
     # called in parallel; one that does not answer in time is reported and retried on the next
     # tick, and never holds up the others or the probes.
     apply_timeout_s: float = Field(20, gt=0, le=600)
+    controller: FailoverControllerConfig = FailoverControllerConfig()
+
+    @property
+    def all_records(self) -> list[DnsRecord]:
+        """Every published name with its strategy: `recordName` following `strategy` first,
+        then `records`."""
+        first = [DnsRecord(name=self.record_name, strategy=self.strategy)] if self.record_name else []
+        return first + list(self.records or [])
+
+
+# Chain ids of local development chains: anvil/hardhat (31337), ganache/geth --dev (1337).
+DEV_CHAIN_IDS = frozenset({31337, 1337})
 
 
 class RegistryConfig(_Model):
     enabled: bool = True
-    # http(s) only: web3 8 has no synchronous websocket provider.
-    rpc_url: HttpUrl
+    # http(s) only: web3 8 has no synchronous websocket provider. Without credentials: a hosted
+    # node's URL carrying an API key goes in a secret named by rpc_url_ref instead.
+    rpc_url: HttpUrl | None = None
+    # Secret reference (env:/config:/file:) to the RPC URL; kept secret in state, the agents'
+    # pods and every message. Exactly one of rpc_url and rpc_url_ref.
+    rpc_url_ref: SecretRef | None = None
     chain_id: int = Field(gt=0)
     deployer_key_ref: SecretRef = "env:EDGEFABRIC_DEPLOYER_KEY"
     contract_address: str | None = Field(None, pattern=r"^(0x[0-9a-fA-F]{40})?$")
     service_ttl_s: int = Field(300, ge=10, le=30 * 86400)
     heartbeat_interval_s: int = Field(100, ge=1, le=30 * 86400)
     agent_image: PinnedImage = "ghcr.io/edgefabric/heartbeat-agent:0.1.0"
+    # Blocks a write must be deep before a create returns. None: 1 on dev chains (anvil, hardhat,
+    # ganache), 3 elsewhere, where a block or two can be reorged away.
+    confirmations: int | None = Field(None, ge=1, le=64)
+    # Cap on maxFeePerGas, in gwei; a stuck transaction is re-sent with a bumped fee up to it.
+    max_fee_gwei: float | None = Field(None, gt=0, le=100_000)
+    # Each cluster's heartbeat agent signs with its own delegate key (it can heartbeat and
+    # nothing else), generated by the stack and topped up to this much native currency.
+    agent_funding_eth: float = Field(0.01, ge=0, le=100)
+    # Change (any new string) to rotate every agent's delegate key on the next `up`.
+    agent_key_rotation: str = Field("1", min_length=1, max_length=64)
+
+    def effective_confirmations(self) -> int:
+        if self.confirmations is not None:
+            return self.confirmations
+        return 1 if self.chain_id in DEV_CHAIN_IDS else 3
+
+
+# ---------------------------------------------------------------------- data flows
+
+# An MQTT topic root: one level, no wildcards, so `<root>/<site>/#` is a prefix one site owns.
+TopicRoot = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
+
+
+class FlowTopic(_Model):
+    """A topic root that flows up: an edge site publishes under `<root>/<site>/#` (a region
+    under `<root>/<region>/#`), and the bridges carry it to the region and on to the core."""
+
+    root: TopicRoot
+    qos: Literal[0, 1, 2] = 1
+
+
+class DownTopic(FlowTopic):
+    """A topic root published at the core (`<root>/#`) and carried to every region and edge
+    site. Retained, a broker started later still receives the latest message of each topic."""
+
+    retained: bool = True
+
+
+class TierBuffer(_Model):
+    """Store and forward at one tier's broker: how much it queues for a bridge (or a client)
+    whose other end is away. Past either limit, new QoS 1/2 messages are dropped."""
+
+    max_queued_messages: int = Field(100_000, ge=100, le=10_000_000)
+    # 0 means no byte limit: the message count alone bounds the queue.
+    max_queued_mb: int = Field(64, ge=0, le=65_536)
+    max_inflight_messages: int = Field(100, ge=1, le=65_535)
+
+
+class FlowBuffers(_Model):
+    edge: TierBuffer = TierBuffer()
+    region: TierBuffer = TierBuffer()
+    core: TierBuffer = TierBuffer()
+
+
+class FlowRetention(_Model):
+    """What a broker keeps across restarts and absences."""
+
+    # Persistence writes sessions, queues and retained messages to disk: without it a broker
+    # restart loses what it had accepted but not yet forwarded.
+    persistence: bool = True
+    autosave_interval_s: int = Field(30, ge=1, le=3600)
+    # A bridge or client away longer than this loses its session and queue.
+    session_expiry_h: int = Field(168, ge=1, le=8760)
+
+
+class DataFlowsConfig(_Model):
+    """MQTT bridges between the tiers: edge site → region → core for `up` and `regionalUp`,
+    core → region → edge (retained) for `down`. Every bridge is TLS with a client certificate
+    from the stack's CA; every site publishes only under its own prefix."""
+
+    enabled: bool = True
+    # Which region each edge site bridges to: `{site: region}`, every site exactly once.
+    sites: dict[DnsLabel, DnsLabel] = {}
+    up: list[FlowTopic] = Field(
+        [FlowTopic(root="telemetry"), FlowTopic(root="alerts")], min_length=1, max_length=16)
+    regional_up: list[FlowTopic] = Field([FlowTopic(root="aggregates")], max_length=16)
+    down: list[DownTopic] = Field(
+        [DownTopic(root="config"), DownTopic(root="models")], max_length=16)
+    # The core broker's TLS listener, and the port of each region's `mqtt-bridge` load balancer
+    # that edge bridges dial. Region and site brokers listen on their service's mqtt port.
+    port: int = Field(8883, ge=1024, le=65535)
+    retention: FlowRetention = FlowRetention()
+    buffers: FlowBuffers = FlowBuffers()
+    # The core broker's image; edge and regional brokers are their sensor-ingest and
+    # device-management services.
+    core_image: PinnedImage = "eclipse-mosquitto:2.0.20"
 
 
 # ----------------------------------------------------------------------- the stack
@@ -557,6 +719,7 @@ class StackConfig(_Model):
     failover: FailoverConfig = FailoverConfig()
     registry: RegistryConfig | None = None
     dns: DnsConfig | None = None
+    data_flows: DataFlowsConfig | None = None
 
     @property
     def traffic_clouds(self) -> list[Cloud]:

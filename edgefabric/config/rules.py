@@ -6,11 +6,17 @@ value and what is allowed. `load_config` runs them after the models have parsed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from urllib.parse import urlsplit
 
+from edgefabric.config.kubernetes_rules import kubernetes_problems
 from edgefabric.config.models import (
     CustomCheck,
+    EdgeService,
     EdgeSite,
+    RegionalService,
     StackConfig,
     Workload,
     _check_url,
@@ -69,6 +75,8 @@ def semantic_problems(cfg: StackConfig) -> list[Problem]:
                              f"cloud {cloud!r} is enabled without an ingress or an existing cluster "
                              f"(clouds.{cloud}.cluster), so it needs a cluster size"))
     p += existing_cluster_problems(cfg)
+    p += kubernetes_problems(cfg)
+    p += cloud_run_problems(cfg)
     for cloud, size in cfg.core.clusters.items():
         if size.min_nodes > size.max_nodes:
             p.append(Problem(f"core.clusters.{cloud}.minNodes", size.min_nodes,
@@ -148,23 +156,160 @@ def semantic_problems(cfg: StackConfig) -> list[Problem]:
             p.append(Problem("dns.backends", {}, "at least one of route53, azureTm, gcpDns, powerdns"))
         if not enabled:
             p.append(Problem("clouds", "(none enabled)", "dns needs at least one enabled cloud to answer"))
-        if cfg.dns.strategy not in cfg.strategies:
-            p.append(Problem("dns.strategy", cfg.dns.strategy,
-                             f"a key of strategies: {', '.join(sorted(cfg.strategies)) or '(none defined)'}"))
-        backends = cfg.dns.backends
-        zones = {"route53": backends.route53.zone_name if backends.route53 else None,
-                 "powerdns": backends.powerdns.zone if backends.powerdns else None}
-        for key, zone in zones.items():
-            if zone is not None and not cfg.dns.record_name.endswith("." + zone):
-                p.append(Problem("dns.recordName", cfg.dns.record_name,
-                                 f"a name inside the {key} zone {zone!r}"))
+        p += dns_record_problems(cfg)
+        p += controller_problems(cfg)
 
     if cfg.registry is not None and cfg.registry.enabled:
         reg = cfg.registry
+        p += rpc_url_problems(reg.rpc_url, reg.rpc_url_ref)
         if reg.service_ttl_s < 3 * reg.heartbeat_interval_s:
             p.append(Problem("registry.serviceTtlS", reg.service_ttl_s,
                              f">= 3 x registry.heartbeatIntervalS ({3 * reg.heartbeat_interval_s}), so two "
                              "missed heartbeats do not expire a service"))
+    p += data_flow_problems(cfg)
+    return p
+
+
+# A path segment that looks like an API key (hosted nodes: /v3/<key>, /v2/<key>).
+_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9_-]{20,}$")
+
+
+def rpc_url_problems(url: str | None, ref: str | None) -> list[Problem]:
+    """Exactly one of registry.rpcUrl / rpcUrlRef; a plain rpcUrl carries no credentials (it
+    lands in state, outputs, the agents' environment and messages). The value shown for a bad
+    URL is only its scheme and host, never the credential."""
+    if url is None and ref is None:
+        return [Problem("registry.rpcUrl", None, "an http(s) JSON-RPC URL, or a secret reference in registry.rpcUrlRef")]
+    if url is not None and ref is not None:
+        return [Problem("registry.rpcUrlRef", ref, "unset while registry.rpcUrl is set: one of the two")]
+    if url is None:
+        return []
+    parts = urlsplit(url)
+    shown = f"{parts.scheme}://{parts.hostname}/..."
+    if parts.username or parts.password or parts.query or any(
+            _KEY_SEGMENT.match(seg) for seg in parts.path.split("/")):
+        return [Problem("registry.rpcUrl", shown, "a URL without credentials (no user:password, query or "
+                                                  "key-like path segment); put a URL carrying an API key in a "
+                                                  "secret and name it in registry.rpcUrlRef")]
+    return []
+
+
+def data_flow_problems(cfg: StackConfig) -> list[Problem]:
+    """The bridges need a broker at every tier and one region per site; a topic root travels
+    one way only (a root both up and down would loop between the tiers)."""
+    flows = cfg.data_flows
+    if flows is None or not flows.enabled:
+        return []
+    p: list[Problem] = []
+    regions = {r.name: r for r in cfg.regions}
+    sites = [s.name for s in cfg.edge.sites]
+    for site, target in flows.sites.items():
+        if site not in sites:
+            p.append(Problem(f"dataFlows.sites.{site}", target,
+                             f"a key naming an edge site: {', '.join(sites) or '(no edge.sites)'}"))
+        elif target not in regions:
+            p.append(Problem(f"dataFlows.sites.{site}", target,
+                             f"a region name: {', '.join(regions) or '(no regions)'}"))
+    for i, site_cfg in enumerate(cfg.edge.sites):
+        if site_cfg.name not in flows.sites:
+            p.append(Problem(f"dataFlows.sites.{site_cfg.name}", None,
+                             f"the region edge.sites[{i}] bridges to: {', '.join(regions) or '(no regions)'}"))
+        if not any(s.kind == "sensor-ingest" for s in site_cfg.services):
+            p.append(Problem(f"edge.sites[{i}].services", [s.kind for s in site_cfg.services],
+                             "a service of kind sensor-ingest: the site's MQTT broker, which dataFlows bridges"))
+        p += _single_broker(site_cfg.services, "sensor-ingest", f"edge.sites[{i}]")
+    for i, region in enumerate(cfg.regions):
+        if not any(s.kind == "device-management" for s in region.services):
+            p.append(Problem(f"regions[{i}].services", [s.kind for s in region.services],
+                             "a service of kind device-management: the region's MQTT broker, which dataFlows "
+                             "bridges"))
+        p += _single_broker(region.services, "device-management", f"regions[{i}]")
+    seen: dict[str, str] = {}
+    for key, topics in (("up", flows.up), ("regionalUp", flows.regional_up), ("down", flows.down)):
+        for j, topic in enumerate(topics):
+            where = f"dataFlows.{key}[{j}].root"
+            if topic.root in seen:
+                p.append(Problem(where, topic.root,
+                                 f"a root not already in {seen[topic.root]}: each root flows one way, once"))
+            seen.setdefault(topic.root, f"dataFlows.{key}")
+    for tier in ("edge", "region", "core"):
+        buffer = getattr(flows.buffers, tier)
+        if buffer.max_inflight_messages > buffer.max_queued_messages:
+            p.append(Problem(f"dataFlows.buffers.{tier}.maxInflightMessages", buffer.max_inflight_messages,
+                             f"<= maxQueuedMessages ({buffer.max_queued_messages})"))
+    return p
+
+
+def _single_broker(services: Sequence[RegionalService | EdgeService], kind: str, path: str) -> list[Problem]:
+    """A bridged broker runs one replica: two would each hold half of the bridges' sessions
+    and queues, and an upstream would see one bridge client id connect twice."""
+    return [Problem(f"{path}.services[{j}].replicas", svc.replicas,
+                    f"1 for the {kind} broker while dataFlows bridges it")
+            for j, svc in enumerate(services) if svc.kind == kind and svc.replicas != 1]
+
+
+def dns_record_problems(cfg: StackConfig) -> list[Problem]:
+    """The published names: `dns.recordName` (following `dns.strategy`) and `dns.records`, at
+    least one; each name once, inside every zone that publishes it, following a defined
+    strategy."""
+    dns = cfg.dns
+    if dns is None:
+        return []
+    p: list[Problem] = []
+    known = f"a key of strategies: {', '.join(sorted(cfg.strategies)) or '(none defined)'}"
+    if dns.record_name is None and dns.records is None:
+        return [Problem("dns.recordName", None, "a name (FQDN with trailing dot), or a list in dns.records")]
+    named: list[tuple[str, str]] = []
+    if dns.record_name is not None:
+        named.append(("dns.recordName", dns.record_name))
+        if dns.strategy not in cfg.strategies:
+            p.append(Problem("dns.strategy", dns.strategy, known))
+    for i, r in enumerate(dns.records or []):
+        named.append((f"dns.records[{i}].name", r.name))
+        if r.strategy not in cfg.strategies:
+            p.append(Problem(f"dns.records[{i}].strategy", r.strategy, known))
+    seen: set[str] = set()
+    for path, name in named:
+        if name in seen:
+            p.append(Problem(path, name, "each published name once (dns.recordName and dns.records)"))
+        seen.add(name)
+    if dns.backends.azure_tm is not None:
+        # Each name of `records` gets Traffic Manager profiles of its own, `<profileName>-<first
+        # label>`: the label must not name another record's, nor a routing rule's (`-<rule>`,
+        # `-geo`) profile.
+        taken = {r.name for r in cfg.routing.rules} | {"geo"}
+        for i, r in enumerate(dns.records or []):
+            label = r.name.split(".", 1)[0]
+            if label in taken:
+                p.append(Problem(f"dns.records[{i}].name", r.name,
+                                 f"a first label other than {label!r}: the Traffic Manager profile "
+                                 f"<profileName>-{label} is already another record's or rule's"))
+            taken.add(label)
+    backends = dns.backends
+    zones = {"route53": backends.route53.zone_name if backends.route53 else None,
+             "powerdns": backends.powerdns.zone if backends.powerdns else None}
+    for path, name in named:
+        for key, zone in zones.items():
+            if zone is not None and not name.endswith("." + zone):
+                p.append(Problem(path, name, f"a name inside the {key} zone {zone!r}"))
+    return p
+
+
+def controller_problems(cfg: StackConfig) -> list[Problem]:
+    """`dns.controller`: somewhere to run, and a lease that outlives a tick and a backend call."""
+    if cfg.dns is None or not cfg.dns.controller.deploy:
+        return []
+    ctl, p = cfg.dns.controller, []
+    if not cfg.clouds.provisioned:
+        p.append(Problem("dns.controller.deploy", True, "a core cluster to run in: at least one enabled cloud "
+                         "without clouds.<cloud>.ingress (or set deploy: false)"))
+    if ctl.lease_duration_s <= cfg.health_check.interval_s:
+        p.append(Problem("dns.controller.leaseDurationS", ctl.lease_duration_s,
+                         f"> healthCheck.intervalS ({cfg.health_check.interval_s:g}): the leader renews every tick"))
+    if ctl.lease_duration_s <= cfg.dns.apply_timeout_s:
+        p.append(Problem("dns.controller.leaseDurationS", ctl.lease_duration_s,
+                         f"> dns.applyTimeoutS ({cfg.dns.apply_timeout_s:g}): a backend call in flight cannot be "
+                         "fenced, so the lease must outlast it"))
     return p
 
 
@@ -264,3 +409,51 @@ def _site_access_problems(site: EdgeSite, path: str) -> list[Problem]:
                                     "the command the systemd unit runs, for runtime 'native'"))
     return problems
 
+
+
+# RFC 5737 / RFC 3849 documentation ranges: no deployer ever connects from them.
+DOCUMENTATION_NETWORKS = tuple(ipaddress.ip_network(n) for n in
+                               ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"))
+KEYCLOAK = "quay.io/keycloak/keycloak"
+VARNISH = "varnish"
+
+
+def _repository(image: str) -> str:
+    name = image.split("@", 1)[0]
+    head, _, last = name.rpartition("/")
+    return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
+
+
+def cloud_run_problems(cfg: StackConfig) -> list[Problem]:
+    """What a created cluster needs to be reachable and its images to start: a way in to the
+    API server (a runner in the network, or a public endpoint restricted to real CIDRs), a
+    database for Keycloak, an origin for a varnish cache."""
+    p: list[Problem] = []
+    for cloud, size in cfg.core.clusters.items():
+        path = f"core.clusters.{cloud}"
+        for k, cidr in enumerate(size.api_allowed_cidrs):
+            net = ipaddress.ip_network(cidr, strict=False)
+            if any(net.version == doc.version and net.subnet_of(doc) for doc in DOCUMENTATION_NETWORKS):  # type: ignore[arg-type]
+                p.append(Problem(f"{path}.apiAllowedCidrs[{k}]", cidr,
+                                 "the deployer's or CI's egress CIDR, not a documentation range "
+                                 "(192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32)"))
+        if not size.api_allowed_cidrs and size.api_access != "runner":
+            p.append(Problem(f"{path}.apiAccess", size.api_access,
+                             "'runner' (pulumi runs inside the cluster's network) for a private endpoint, "
+                             "or apiAllowedCidrs for a public endpoint restricted to them"))
+        if size.api_allowed_cidrs and size.api_access == "runner":
+            p.append(Problem(f"{path}.apiAccess", size.api_access,
+                             "'public' (or unset) with apiAllowedCidrs; 'runner' means a private endpoint"))
+    if cfg.clouds.created:
+        for i, core_svc in enumerate(cfg.core.services):
+            if _repository(core_svc.image) == KEYCLOAK and core_svc.database is None:
+                p.append(Problem(f"core.services[{i}].database", None,
+                                 "a PostgreSQL database (host, name, username, passwordRef): Keycloak's "
+                                 "`start` refuses its dev-file store"))
+    for i, region in enumerate(cfg.regions):
+        gateways = [s for s in region.services if s.kind == "regional-gateway"]
+        for j, regional in enumerate(region.services):
+            if _repository(regional.image) == VARNISH and not gateways:
+                p.append(Problem(f"regions[{i}].services[{j}].image", regional.image,
+                                 "a region with a regional-gateway for the cache to front (its origin)"))
+    return p

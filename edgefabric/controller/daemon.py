@@ -1,7 +1,7 @@
 """The continuous failover controller: probe -> plan -> apply, every interval.
 
     python -m edgefabric.controller.daemon --stack local [--once] [--interval 1] [--project-dir .]
-        [--state-file F] [--lease-file F] [--metrics-port 9464]
+        [--state-file F] [--lease-file F | --lease-kubeconfig CLUSTER=PATH ...] [--metrics-port 9464]
 
 Reads `Pulumi.<stack>.yaml` through the same typed models as `pulumi up`
 (edgefabric.config.load_stack_file), so the record, thresholds, strategy,
@@ -30,6 +30,13 @@ this keeps failover working.
   from the lease holder only.
 - `--metrics-port`: Prometheus metrics on /metrics and a liveness /healthz
   (`edgefabric.controller.metrics`), on loopback unless `--metrics-host` says otherwise.
+- Every published name (`dns.records`, or the one `dns.recordName`) follows its own
+  strategy: the clouds are probed once per tick (every name shares their ingresses), then
+  each name is planned with its own modes and all of them go to a backend in one call
+  (`apply_records`: one Route53 ChangeBatch per 1,000 changes, one PowerDNS PATCH, one
+  Cloud DNS change). performance-based names plan from the probes' latency, smoothed per
+  name (`strategies.<s>.latencySmoothing`), and keep their shares within the band.
+  The lease, the state file and the restart seeding are the first name's.
 - Never publishes an empty answer set: the planner always returns weights that
   sum to the scale, failing open to the configured weights when all are down.
 - `--once`: one reconcile (probing up to failure_threshold rounds to reach a
@@ -55,7 +62,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,18 +71,25 @@ from typing import Any, TextIO
 from edgefabric.config import StackConfig, load_stack_file
 from edgefabric.controller import state
 from edgefabric.controller.calls import BackendCalls, Call
-from edgefabric.controller.lease import FileLease, Lease, default_identity
+from edgefabric.controller.lease import (
+    FileLease,
+    Lease,
+    default_identity,
+    kubernetes_lease,
+    lease_cluster_args,
+)
 from edgefabric.controller.metrics import ControllerMetrics, MetricsServer, staleness
 from edgefabric.controller.notify import EmailNotifier, Event, Notifier, PagerDutyNotifier, SlackNotifier
 from edgefabric.errors import ConfigError
 from edgefabric.secrets import resolve
 from edgefabric.traffic.dns import build_backends
-from edgefabric.traffic.dns.base import ApplyResult, BackendOutcome, DnsBackend, Published
+from edgefabric.traffic.dns.base import ApplyResult, BackendOutcome, DnsBackend, Published, apply_records
 from edgefabric.traffic.health import HealthTracker, Transition
 from edgefabric.traffic.planner import Plan
 from edgefabric.traffic.reconcile import (
     LEASE_FILE_ENV,
     Reconciled,
+    RecordPlanner,
     absent_from_published,
     assess_health,
     plan_from_health,
@@ -85,6 +99,8 @@ from edgefabric.traffic.reconcile import (
 from edgefabric.traffic.spec import FailoverSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Names with settings of their own for a backend (Traffic Manager profiles) applied at once.
+OWN_SETTINGS_CONCURRENCY = 16
 # Where a controller keeps its evidence and its lease unless told otherwise: under the
 # directory it runs in, one file each per stack.
 WORK_DIR = Path(".edgefabric")
@@ -112,6 +128,11 @@ def ingress_addresses(cfg: StackConfig, overrides: Mapping[str, str] | None = No
 def failover_spec(cfg: StackConfig, overrides: Mapping[str, str] | None = None) -> FailoverSpec:
     """The record the stack's WeightedFailover publishes, with the addresses found here."""
     return FailoverSpec.from_config(cfg, ingress_addresses(cfg, overrides))
+
+
+def failover_specs(cfg: StackConfig, overrides: Mapping[str, str] | None = None) -> list[FailoverSpec]:
+    """Every published name's spec (`dns.records`, or the one `dns.recordName`)."""
+    return FailoverSpec.all_from_config(cfg, ingress_addresses(cfg, overrides))
 
 
 def notifiers_from_config(cfg: StackConfig) -> list[Notifier]:
@@ -183,8 +204,16 @@ class Controller:
         interval_s: float | None = None,
         metrics: ControllerMetrics | None = None,
         backends: Callable[[], list[DnsBackend]] | None = None,
+        records: Sequence[FailoverSpec] | None = None,
     ) -> None:
         self.spec = spec
+        # Every published name; `spec` (the first) names the lease, the state and the metrics.
+        self.records: list[FailoverSpec] = list(records) if records else [spec]
+        if self.records[0] is not spec:
+            raise ValueError("Controller: records[0] must be spec")  # a caller's bug
+        # Plans every name; performance-based ones keep smoothed latency and held shares.
+        self.planner = RecordPlanner(self.records)
+        self.last_plans: dict[str, dict[str, Any]] = {}
         self.notifiers = notifiers
         self.log = log
         self.clock = clock
@@ -330,13 +359,45 @@ class Controller:
             self.log("applied", backend=call.backend, record_ids=call.value.record_ids, late=call.late,
                      duration_s=round(call.duration_s or 0, 3))  # fmt: skip
 
-    def _dispatch(self, plans: Mapping[str, Plan], backends: list[DnsBackend]) -> dict[str, Call | None]:
-        rs = self.spec.record_spec()
+    def _same_settings(self, record: FailoverSpec, backend: str) -> bool:
+        """Does `record` publish to `backend` with the first name's settings (so one backend
+        object, and one batch, serves both)? A backend that is no settings field (a test's
+        stand-in) always does."""
+        if backend not in type(self.spec.backends).model_fields:
+            return True
+        return bool(getattr(record.backends, backend) == getattr(self.spec.backends, backend))
 
-        def apply(b: DnsBackend, p: Plan) -> ApplyResult:
+    def _dispatch(
+        self, plans: Mapping[str, Mapping[str, Plan]], backends: list[DnsBackend]
+    ) -> dict[str, Call | None]:
+        """One call per backend carrying every name's plan (`apply_records` batches them).
+
+        A name whose settings for a backend differ from the first name's (its own Traffic
+        Manager profile) is written, in the same call, by a backend built from its own."""
+        specs = {r.record_name: r.record_spec() for r in self.records}
+
+        def apply(b: DnsBackend, p: Mapping[str, Plan]) -> ApplyResult:
             if not self._may_write():
                 raise LeaseLost("the lease lapsed before the call: not applied")
-            return b.apply(rs, p)
+            shared = [r for r in self.records if self._same_settings(r, b.name)]
+            result = apply_records(b, [(specs[r.record_name], p[r.record_name]) for r in shared])
+            changed, ids = result.changed, list(result.record_ids)
+            own = [r for r in self.records if r not in shared]
+
+            def apply_own(r: FailoverSpec) -> ApplyResult:
+                backend = build_backends(r.backends, only=[b.name])[0]
+                if hasattr(backend, "call_timeout_s"):
+                    backend.call_timeout_s = self.apply_timeout_s
+                return backend.apply(specs[r.record_name], p[r.record_name])
+
+            if own:
+                # Each such name is its own profiles, its own requests: a few at a time, so 100
+                # names cost a few round trips' worth of waiting, not 100.
+                with ThreadPoolExecutor(max_workers=OWN_SETTINGS_CONCURRENCY,
+                                        thread_name_prefix=f"dns-{b.name}") as pool:  # fmt: skip
+                    for one in pool.map(apply_own, own):
+                        changed, ids = changed or one.changed, ids + one.record_ids
+            return ApplyResult(changed, ids)
 
         out: dict[str, Call | None] = {}
         for b in backends:
@@ -414,18 +475,23 @@ class Controller:
             for event in events:
                 self._notify(event)
 
-    def _observe(self, transitions: list[Transition], plan: Plan) -> None:
+    def _observe(self, transitions: list[Transition], plans: Mapping[str, Plan]) -> None:
+        """Log transitions, and each name's plan when it changed (`record` says whose)."""
         for t in transitions:
             self.log("transition", target=t.target, to="healthy" if t.to_healthy else "unhealthy",
                      at=t.at, detail=t.detail)  # fmt: skip
-        weights = plan.weights()
-        if weights != self.last_weights:
-            self.log("plan", weights=weights, fail_open=plan.fail_open, alerts=list(plan.alerts),
-                     health={c: s.healthy for c, s in self.tracker.states.items()})  # fmt: skip
-            self.last_weights = weights
+        several = len(plans) > 1
+        for record, plan in plans.items():
+            weights = plan.weights()
+            if weights != self.last_plans.get(record):
+                extra = {"record": record} if several else {}
+                self.log("plan", weights=weights, fail_open=plan.fail_open, alerts=list(plan.alerts),
+                         health={c: s.healthy for c, s in self.tracker.states.items()}, **extra)  # fmt: skip
+                self.last_plans[record] = weights
+            self.metrics.weights(weights, plan.fail_open, record)
+        self.last_weights = self.last_plans.get(self.spec.record_name)
         self.metrics.verdicts({c: self.tracker.states[c].healthy if c in self.tracker.states else True
                                for c in self.spec.endpoints})  # fmt: skip
-        self.metrics.weights(weights, plan.fail_open)
 
     def _save_state(self) -> None:
         if self.state_path is None:
@@ -448,13 +514,15 @@ class Controller:
         results, transitions = probe_round_results(self.spec, self.tracker)
         for cloud, r in results.items():
             self.metrics.probe(cloud, r.latency_s)
-        plan = plan_from_health(self.spec, self.tracker)
-        self._observe(transitions, plan)
+        self.planner.observe(results)
+        writing = leader and self._seeded
+        backends = self._backends() if writing else []
+        plans, per_backend = self.planner.plans(self.tracker, {b.name: b.scale for b in backends})
+        plan = plans[self.spec.record_name]
+        self._observe(transitions, plans)
         outcomes: list[BackendOutcome] = []
-        if leader and self._seeded:
-            backends = self._backends()
-            plans = {b.name: plan_from_health(self.spec, self.tracker, b.scale) for b in backends}
-            calls = self._dispatch(plans, backends)
+        if writing:
+            calls = self._dispatch(per_backend, backends)
             if wait:
                 self.calls.wait(c for c in calls.values() if c is not None)
                 outcomes = self._outcomes(calls)
@@ -463,7 +531,7 @@ class Controller:
         self._report_overdue()
         self._last_tick_at = time.monotonic()
         self.metrics.tick(time.time())
-        return Reconciled(plan, self.tracker.evidence(), outcomes, transitions)
+        return Reconciled(plan, self.tracker.evidence(), outcomes, transitions, plans=plans)
 
     def once(self, evidence: Mapping[str, Any] | None) -> Reconciled:
         """One deploy-time style reconcile (`--once`): a verdict in up to failure_threshold
@@ -481,17 +549,17 @@ class Controller:
             for c, st in self.tracker.states.items()
             if before.get(c, True) != st.healthy
         ]
-        plan = plan_from_health(self.spec, self.tracker)
-        self._observe(transitions, plan)
         backends = self._backends()
-        calls = self._dispatch({b.name: plan_from_health(self.spec, self.tracker, b.scale) for b in backends},
-                               backends)  # fmt: skip
+        plans, per_backend = self.planner.plans(self.tracker, {b.name: b.scale for b in backends})
+        plan = plans[self.spec.record_name]
+        self._observe(transitions, plans)
+        calls = self._dispatch(per_backend, backends)
         self.calls.wait(c for c in calls.values() if c is not None)
         self._report_overdue()
         outcomes = self._outcomes(calls)
         self._save_state()
         self._events(transitions, plan, notify=True)
-        return Reconciled(plan, self.tracker.evidence(), outcomes, transitions)
+        return Reconciled(plan, self.tracker.evidence(), outcomes, transitions, plans=plans)
 
     def health(self) -> tuple[bool, dict[str, object]]:
         """For /healthz: ticking (the last tick at most three intervals ago)?"""
@@ -503,7 +571,8 @@ class Controller:
         Never waits for a backend: calls run off the loop (see `tick(wait=False)`)."""
         self.interval_s = interval_s
         self.start()
-        self.log("start", record=self.spec.record_name, interval_s=interval_s, identity=self.identity,
+        self.log("start", record=self.spec.record_name, records=[r.record_name for r in self.records],
+                 interval_s=interval_s, identity=self.identity,
                  backends=self.spec.backends.names, clouds=sorted(self.spec.endpoints),
                  apply_timeout_s=self.apply_timeout_s, lease=repr(self.lease) if self.lease else None)  # fmt: skip
         self._last_tick_at = time.monotonic()
@@ -567,6 +636,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lease-file", type=Path, default=None,
                         help=f"the record's lease (default: ${LEASE_FILE_ENV}, else .edgefabric/<stack>.lease "
                              "under the working directory)")  # fmt: skip
+    parser.add_argument("--lease-kubeconfig", action="append", default=[], metavar="CLUSTER=PATH",
+                        help="hold the lease as coordination.k8s.io Lease objects instead of a file: one per "
+                             "cluster (a kubeconfig, or `in-cluster`), repeatable; with several, leads only "
+                             "while holding a majority")  # fmt: skip
+    parser.add_argument("--lease-namespace", default="edgefabric-failover",
+                        help="namespace of the Lease objects (default: edgefabric-failover, where "
+                             "dns.controller.deploy runs the controller)")
     parser.add_argument("--lease-duration", type=float, default=None,
                         help="seconds a lease lasts unless renewed (default: 3 intervals)")
     parser.add_argument("--identity", default=None, help="this controller's name in the lease (default: host/pid)")
@@ -581,7 +657,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError.one("--stack", args.stack, f"a stack with a file; {stack_file} does not exist",
                                   namespace="")
         cfg = load_stack_file(stack_file)
-        spec = failover_spec(cfg, _endpoint_args(args.endpoint))
+        specs = failover_specs(cfg, _endpoint_args(args.endpoint))
+        spec = specs[0]
         notifiers = notifiers_from_config(cfg)
         build_backends(spec.backends)  # resolve every secret now: fail fast with the ref's name
         if args.interval is not None and args.interval <= spec.timeout_s:
@@ -593,6 +670,7 @@ def main(argv: list[str] | None = None) -> int:
         if not lease_duration > interval:
             raise ConfigError.one("--lease-duration", lease_duration,
                                   f"> the interval ({interval:g}s): the holder renews every tick", namespace="")
+        lease_clusters = lease_cluster_args(args.lease_kubeconfig)
         if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
             raise ConfigError.one("--metrics-port", args.metrics_port, "0..65535", namespace="")
     except ConfigError as exc:
@@ -601,12 +679,17 @@ def main(argv: list[str] | None = None) -> int:
     assert cfg.dns is not None  # failover_spec raised otherwise
     lease_file = args.lease_file or (Path(os.environ[LEASE_FILE_ENV]) if os.environ.get(LEASE_FILE_ENV)
                                      else (WORK_DIR / f"{args.stack}.lease").absolute())  # fmt: skip
-    lease = FileLease(lease_file, spec.record_name, lease_duration, identity=args.identity)
+    lease: Lease
+    if args.lease_kubeconfig:
+        lease = kubernetes_lease(lease_clusters, args.lease_namespace, spec.record_name, lease_duration, args.identity)
+    else:
+        lease = FileLease(lease_file, spec.record_name, lease_duration, identity=args.identity)
     state_file = args.state_file
     if state_file is None and not args.once:
         state_file = (WORK_DIR / f"{args.stack}.state.json").absolute()
     controller = Controller(spec, notifiers, log, apply_timeout_s=cfg.dns.apply_timeout_s, lease=lease,
-                            state_path=state_file, state_max_age_s=args.state_max_age, interval_s=interval)  # fmt: skip
+                            state_path=state_file, state_max_age_s=args.state_max_age, interval_s=interval,
+                            records=specs)  # fmt: skip
     server = None
     if args.metrics_port is not None:
         try:

@@ -79,11 +79,13 @@ class ControllerMetrics:
         for cloud, ok in healthy.items():
             self.cloud_healthy.labels(self.record, cloud).set(1 if ok else 0)
 
-    def weights(self, answers: Mapping[str, Mapping[str, int]], fail_open: bool) -> None:
+    def weights(self, answers: Mapping[str, Mapping[str, int]], fail_open: bool, record: str | None = None) -> None:
+        """One published name's planned weights (default: the controller's first name)."""
+        name = record if record is not None else self.record
         for answer, weights in answers.items():
             for cloud, w in weights.items():
-                self.weight.labels(self.record, answer, cloud).set(w)
-        self.fail_open.labels(self.record).set(1 if fail_open else 0)
+                self.weight.labels(name, answer, cloud).set(w)
+        self.fail_open.labels(name).set(1 if fail_open else 0)
 
     def applied(self, backend: str, duration_s: float | None) -> None:
         """One backend apply returned (successfully or not) after `duration_s`."""

@@ -35,7 +35,7 @@ inside each method (the object is pickled into state with dill).
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +92,13 @@ def pulumi_safe(value: Any) -> Any:
     return value
 
 
+def _config_secrets(props: Mapping[str, Any]) -> Callable[[str], str | None]:
+    """`config:KEY` -> its value from the resource's secret input, for the checks' references
+    (a `caBundleRef`), as `build_backends` does for the backends'."""
+    values = dict(props.get("secrets") or {})
+    return lambda key: values.get(f"config:{key}")
+
+
 class WeightedFailoverProvider(ResourceProvider):
     """Stateless: every method builds what it needs from its arguments."""
 
@@ -108,7 +115,7 @@ class WeightedFailoverProvider(ResourceProvider):
         holder = live_lease_holder(spec)
         if holder is not None:
             return follow_lease_holder(spec, holder, build_backends(spec.backends, props.get("secrets")))
-        tracker = assess_health(spec, evidence)
+        tracker = assess_health(spec, evidence, lookup=_config_secrets(props))
         backends = build_backends(spec.backends, props.get("secrets"))
         return apply_plan(spec, tracker, backends, [])
 
@@ -155,7 +162,7 @@ class WeightedFailoverProvider(ResourceProvider):
             return DiffResult(changes=True, replaces=replaces, delete_before_replace=False)
         # Same inputs: has the world moved? Re-probe from the stored evidence.
         spec = FailoverSpec.from_inputs(news)
-        tracker = assess_health(spec, olds.get("health"))
+        tracker = assess_health(spec, olds.get("health"), lookup=_config_secrets(news))
         if plan_from_health(spec, tracker).to_dict() != olds.get("plan"):
             return DiffResult(changes=True, replaces=[], delete_before_replace=False)
         # Drift recorded by the last refresh (`read`): published != what we applied.

@@ -24,6 +24,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import itertools
+import posixpath
+import shlex
 import tarfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,11 +36,13 @@ from urllib.parse import urlparse
 import pulumi
 import pulumi_kubernetes as k8s
 
-from edgefabric.config import EdgeSite, Port, Region, StackConfig
-from edgefabric.dataflow import Endpoint, Issued, Placement, Topology, config_files, topology
+from edgefabric.config import DataFlowsConfig, EdgeSite, Port, Region
+from edgefabric.dataflow import Endpoint, Issued, Placement, Topology, config_files, topology_of
 from edgefabric.dataflow.mosquitto import cert_files
 from edgefabric.dynamic.pki import Certificate, CertificateAuthority
+from edgefabric.tiers.edge_sites import credentials_dir, credentials_source, state_dir
 from edgefabric.tiers.labels import k8s_labels
+from edgefabric.tiers.network_policies import Listener, namespace_policies
 from edgefabric.tiers.workloads import container
 
 CORE_NAMESPACE = "edgefabric-dataflow"
@@ -106,7 +111,7 @@ class BrokerHooks:
                     *(u for u in existing if _upload_path(u) not in fs), *_uploads(fs)])
             elif args.type_ == "command:remote:Command" and files is not None:
                 # The files arrive on stdin as a base64 tarball and are unpacked before the unit
-                # starts; keys keep mode 0600 (root), as everything under /etc/edgefabric.
+                # starts; keys keep mode 0600 (root) and reach the unit as its credentials.
                 unpack = "base64 -d | sudo tar -xzf - -C / --no-same-owner && "
                 props["stdin"] = files.apply(_tarball)
                 for step in ("create", "update"):
@@ -192,11 +197,32 @@ class DataFlowsArgs:
 
 
 def native_placement(site: EdgeSite) -> Placement:
-    """Where a native site's broker files go on the host."""
+    """Where a native site's broker reads its files: the unit runs as a DynamicUser
+    (edgefabric.tiers.edge_sites.systemd_unit), so the certificates and keys are its
+    credentials and its persistence goes to its state directory."""
     svc = next(s for s in site.services if s.kind == "sensor-ingest")
-    root = f"/etc/edgefabric/mqtt/{svc.name}"
-    return Placement(port=broker_port(svc.ports), config_dir=f"{root}/config", certs_dir=f"{root}/certs",
-                     data_dir=f"/var/lib/edgefabric/mqtt/{svc.name}", log_dest="syslog")
+    config_file = native_config_file(svc.exec_start)
+    config_dir = posixpath.dirname(config_file) if config_file else f"/etc/edgefabric/mqtt/{svc.name}/config"
+    return Placement(port=broker_port(svc.ports), config_dir=config_dir,
+                     certs_dir=credentials_dir(svc.name), data_dir=state_dir(svc.name), log_dest="syslog")
+
+
+def native_config_file(exec_start: str | None) -> str | None:
+    """The file a native broker's unit starts mosquitto with (`-c` / `--config-file`): the
+    generated config is written there, and its acl next to it, so the unit runs it."""
+    argv = shlex.split(exec_start or "")
+    for flag, value in itertools.pairwise(argv):
+        if flag in ("-c", "--config-file") and value.startswith("/"):
+            return value
+    return None
+
+
+def certs_install_dir(site: EdgeSite, place: Placement) -> str:
+    """Where a site's certificate files are written: where the broker reads them, except on
+    a native site, whose unit loads them from a root-only directory as credentials."""
+    if site.capabilities.runtime != "native":
+        return place.certs_dir
+    return credentials_source(next(s for s in site.services if s.kind == "sensor-ingest").name)
 
 
 class DataFlows(pulumi.ComponentResource):
@@ -318,6 +344,9 @@ class DataFlows(pulumi.ComponentResource):
         k8s.core.v1.Service(f"{cloud}-{CORE_NAME}", metadata=meta, spec=k8s.core.v1.ServiceSpecArgs(
             selector=selector, ports=[k8s.core.v1.ServicePortArgs(name="mqtts", port=flows.port,
                                                                   target_port=flows.port)]), opts=in_ns)
+        # The regions' brokers bridge in from their own namespaces: the MQTT port is open to them.
+        namespace_policies(f"{cloud}-dataflow", CORE_NAMESPACE, [Listener(CORE_NAME, (port,))], labels=labels,
+                           provider=provider, namespace_resource=ns, parent=self)
 
     def _region(self, key: str, region: Region, provider: k8s.Provider) -> pulumi.Output[str]:
         flows = self._args.topology.flows
@@ -353,9 +382,13 @@ class DataFlows(pulumi.ComponentResource):
         configs, certs = self._files(key, place, endpoints[broker.upstream], hosts)
         if runtime == "kubernetes":
             self._site_k8s[site.name] = (configs, certs)
+        certs_dir = certs_install_dir(site, place)
+        # A native unit names its config file: mosquitto.conf is written under that name.
+        conf_name = posixpath.basename(native_config_file(svc.exec_start) or "") if runtime == "native" else ""
+        names = {"mosquitto.conf": conf_name} if conf_name else {}
         self.site_files[site.name] = pulumi.Output.secret(pulumi.Output.all(configs, certs).apply(
-            lambda pair: {**{f"{place.config_dir}/{k}": v for k, v in pair[0].items()},
-                          **{f"{place.certs_dir}/{k}": v for k, v in pair[1].items()}}))
+            lambda pair: {**{f"{place.config_dir}/{names.get(k, k)}": v for k, v in pair[0].items()},
+                          **{f"{certs_dir}/{k}": v for k, v in pair[1].items()}}))
 
 
 def _lb_address(status: Any) -> str:
@@ -370,14 +403,27 @@ def _lb_address(status: Any) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class DataFlowPlanArgs:
+    """The plan's slice of the stack config."""
+
+    data_flows: DataFlowsConfig | None  # the `dataFlows` section: None or disabled, no data flows
+    environment: str
+    regions: Sequence[Region]
+    sites: Sequence[EdgeSite]
+
+
 class DataFlowPlan:
     """The program's one handle on the data flows, so that its call sites change by one option
     each: transformations for the regions and the sites (none when `dataFlows` is off), the
     `DataFlows` component between them, and the sites' ConfigMaps after them."""
 
-    def __init__(self, cfg: StackConfig) -> None:
-        self._cfg = cfg
-        self.topology = topology(cfg)
+    def __init__(self, args: DataFlowPlanArgs) -> None:
+        self._args = args
+        flows = args.data_flows
+        # As edgefabric.dataflow.topology(cfg), from the slice: the brokers, or None when off.
+        self.topology = (topology_of(flows, {r.name: r.cloud for r in args.regions})
+                         if flows is not None and flows.enabled else None)
         self.hooks = BrokerHooks()
         self.component: DataFlows | None = None
 
@@ -388,11 +434,11 @@ class DataFlowPlan:
         """The DataFlows component: after the regions, before the sites."""
         if self.topology is None:
             return None
-        flows = self._cfg.data_flows
+        flows = self._args.data_flows
         assert flows is not None
         self.component = DataFlows("dataflows", DataFlowsArgs(
-            topology=self.topology, environment=self._cfg.environment, regions=self._cfg.regions,
-            sites=self._cfg.edge.sites, core_providers=core_providers, core_image=flows.core_image,
+            topology=self.topology, environment=self._args.environment, regions=self._args.regions,
+            sites=self._args.sites, core_providers=core_providers, core_image=flows.core_image,
             hooks=self.hooks))
         return self.component
 

@@ -28,11 +28,13 @@ import pulumi_command as command
 import pulumi_docker as docker
 import pulumi_kubernetes as k8s
 
-from edgefabric.config import EdgeService
+from edgefabric.config import EdgeService, Workload
 from edgefabric.config import EdgeSite as EdgeSiteConfig
 from edgefabric.tiers import secret_output
+from edgefabric.tiers.images import runtime_for
 from edgefabric.tiers.labels import cloud_tags, k8s_labels
-from edgefabric.tiers.workloads import container
+from edgefabric.tiers.network_policies import listeners, namespace_policies
+from edgefabric.tiers.workloads import config_volumes, container
 
 TIER = "edge"
 # Edge sites belong to no cloud; the label still says where they run.
@@ -108,9 +110,12 @@ class EdgeSite(pulumi.ComponentResource):
             selector = {"app.kubernetes.io/name": svc.name}
             meta = k8s.meta.v1.ObjectMetaArgs(name=svc.name, namespace=namespace,
                                               labels={**labels, **selector})
+            # How the image serves its probed port (user, config files): image_facts.yaml.
+            runtime = runtime_for(Workload(name=svc.name, image=svc.image, ports=svc.ports,
+                                           health_path=svc.health_path, memory=req["memory"]))
             spec_container = container(
                 svc.name, svc.image, svc.ports, svc.health_path, cpu=req["cpu"], memory=req["memory"],
-                cpu_limit=req["cpu"], memory_limit=req["memory"])
+                cpu_limit=req["cpu"], memory_limit=req["memory"], runtime=runtime)
             if "ephemeral-storage" in req:
                 spec_container.resources = k8s.core.v1.ResourceRequirementsArgs(requests=req, limits=req)
             k8s.apps.v1.Deployment(
@@ -122,7 +127,9 @@ class EdgeSite(pulumi.ComponentResource):
                         metadata=k8s.meta.v1.ObjectMetaArgs(labels={**labels, **selector}),
                         spec=k8s.core.v1.PodSpecArgs(
                             containers=[spec_container], node_selector=dict(node_selector),
-                            tolerations=tolerations),
+                            tolerations=tolerations,
+                            volumes=config_volumes(f"{site.name}-{svc.name}", f"{svc.name}-config", namespace,
+                                                   runtime, {**labels, **selector}, in_ns)),
                     )),
                 opts=in_ns)
             k8s.core.v1.Service(
@@ -132,6 +139,11 @@ class EdgeSite(pulumi.ComponentResource):
                     ports=[k8s.core.v1.ServicePortArgs(name=p.name, port=p.port, target_port=p.container_port)
                            for p in svc.ports]),
                 opts=in_ns)
+        # The edge gateway is the site's entry point (and MQTT listeners take devices); the rest
+        # only in-site.
+        namespace_policies(site.name, namespace, listeners(site.services, exposed=[
+            s.name for s in site.services if s.kind == "edge-gateway"]),
+            labels=labels, provider=provider, namespace_resource=ns, parent=self)
 
     def _docker(self) -> None:
         site = self._site
@@ -172,23 +184,55 @@ class EdgeSite(pulumi.ComponentResource):
         # the stack on a provider the program chose.
         provider = command.Provider(f"{site.name}-command", opts=pulumi.ResourceOptions(parent=self))
         for svc in site.services:
-            unit = f"edgefabric-{svc.name}.service"
+            unit = unit_name(svc.name)
             body = systemd_unit(svc, self._env, site.name)
-            write = f"printf %s {shlex.quote(body)} | sudo tee /etc/systemd/system/{unit} >/dev/null"
+            # LoadCredential= fails the start when its source is missing: a service with no
+            # secret files gets an empty, root-only directory.
+            write = (f"sudo install -d -m 0700 {credentials_source(svc.name)} && "
+                     f"printf %s {shlex.quote(body)} | sudo tee /etc/systemd/system/{unit} >/dev/null")
             command.remote.Command(
                 f"{site.name}-{svc.name}",
                 connection=connection,
                 create=f"{write} && sudo systemctl daemon-reload && sudo systemctl enable --now {unit}",
                 update=f"{write} && sudo systemctl daemon-reload && sudo systemctl restart {unit}",
                 delete=(f"sudo systemctl disable --now {unit} || true; "
-                        f"sudo rm -f /etc/systemd/system/{unit} && sudo systemctl daemon-reload"),
+                        f"sudo rm -f /etc/systemd/system/{unit} && sudo rm -rf {credentials_source(svc.name)} "
+                        "&& sudo systemctl daemon-reload"),
                 # Re-run the update when the unit text changes.
                 triggers=[body],
                 opts=pulumi.ResourceOptions(parent=self, provider=provider))
 
 
+def unit_name(service: str) -> str:
+    return f"edgefabric-{service}.service"
+
+
+def credentials_source(service: str) -> str:
+    """Where a native service's secret files (keys, certificates) are installed: root-only,
+    mode 0600. The unit hands them over with LoadCredential=."""
+    return f"/etc/edgefabric/credentials/{service}"
+
+
+def credentials_dir(service: str) -> str:
+    """Where the running service reads them: systemd's $CREDENTIALS_DIRECTORY of a system
+    unit, a copy readable by that unit's user only, made at every start."""
+    return f"/run/credentials/{unit_name(service)}"
+
+
+def state_dir(service: str) -> str:
+    """The one directory a native service may write, kept across restarts (StateDirectory=)."""
+    return f"/var/lib/edgefabric/{service}"
+
+
 def systemd_unit(svc: EdgeService, environment: str, site: str) -> str:
-    """A systemd unit with the service's requirements as cgroup limits."""
+    """A systemd unit with the service's requirements as cgroup limits.
+
+    It runs as a DynamicUser: a uid allocated at start that owns nothing on disk, so it can
+    neither read root-only keys nor write anywhere by itself. Its secret files come as
+    credentials (every file of `credentials_source`, copied to `credentials_dir` under the
+    same name), and it writes to its StateDirectory, also its working directory, which
+    systemd chowns to that uid (redis' snapshots with the default `dir ./`, mosquitto's
+    persistence)."""
     req = svc.requirements
     return "\n".join([
         "[Unit]",
@@ -201,6 +245,10 @@ def systemd_unit(svc: EdgeService, environment: str, site: str) -> str:
         "Restart=always",
         "RestartSec=5",
         "DynamicUser=yes",
+        f"LoadCredential={svc.name}:{credentials_source(svc.name)}",
+        f"StateDirectory={state_dir(svc.name).removeprefix('/var/lib/')}",
+        "StateDirectoryMode=0700",
+        f"WorkingDirectory={state_dir(svc.name)}",
         f"CPUQuota={round(req.cpu * 100)}%",
         f"MemoryMax={req.memory_mb}M",
         f"Environment=EDGEFABRIC_ENVIRONMENT={environment} EDGEFABRIC_SITE={site}",

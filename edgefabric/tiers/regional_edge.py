@@ -17,7 +17,8 @@ import pulumi_kubernetes as k8s
 
 from edgefabric.config import Region
 from edgefabric.tiers.labels import k8s_labels
-from edgefabric.tiers.workloads import PodShape, default_limits, deploy_service
+from edgefabric.tiers.network_policies import listeners, namespace_policies
+from edgefabric.tiers.workloads import PodShape, default_limits, deploy_service, lb_annotations
 
 TIER = "regional-edge"
 
@@ -45,6 +46,9 @@ class RegionalEdge(pulumi.ComponentResource):
         ns = k8s.core.v1.Namespace(
             f"{region.name}-ns", metadata=k8s.meta.v1.ObjectMetaArgs(name=namespace, labels=labels), opts=child)
         gateway = ""
+        # A cache's origin is the region's first gateway (config rules require one).
+        origin = next((f"{s.name}.{namespace}.svc.cluster.local:{s.ports[0].port}"
+                       for s in region.services if s.kind == "regional-gateway"), None)
         for svc in region.services:
             cpu_limit, memory_limit = default_limits(svc)
             deployed = deploy_service(
@@ -54,11 +58,21 @@ class RegionalEdge(pulumi.ComponentResource):
                 # Devices connect to the broker from outside the cluster.
                 service_type="LoadBalancer" if svc.kind in ("regional-gateway", "device-management")
                 else "ClusterIP",
+                backend=origin if svc.kind == "content-cache" else None,
+                # The broker speaks plain MQTT: public only to the declared ranges, else internal.
+                service_annotations=lb_annotations(
+                    region.cloud, internal=svc.kind == "device-management" and not region.device_source_ranges)
+                if svc.kind in ("regional-gateway", "device-management") else None,
+                source_ranges=region.device_source_ranges if svc.kind == "device-management" else None,
             )
             if svc.kind == "regional-gateway" and not gateway:
                 gateway = svc.name
                 self.gateway_service = pulumi.Output.concat(
                     deployed.service.metadata.name, f".{namespace}.svc")
+        # The gateway and the broker are load-balanced (as above); the rest only in-region.
+        namespace_policies(region.name, namespace, listeners(region.services, exposed=[
+            s.name for s in region.services if s.kind in ("regional-gateway", "device-management")]),
+            labels=labels, provider=k8s_provider, namespace_resource=ns, parent=self)
         if not gateway:
             self.gateway_service = pulumi.Output.from_input("")
         self.register_outputs({"gateway_service": self.gateway_service})

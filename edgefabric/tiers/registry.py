@@ -9,29 +9,80 @@ environment inside the provider (`env:` references), and in both cases the refer
 kept in state so that `delete` (which only sees saved outputs) can find the key again.
 
 The heartbeat agent runs on every cloud-core cluster it is given (a Deployment of one replica per
-cluster): if one cloud is down, the others keep the services alive. Agents share the owner key,
-so their transactions share one nonce sequence; the chain client resynchronises on a collision.
+cluster): if one cloud is down, the others keep the services alive. Each cluster holds only its
+own heartbeat key (a HeartbeatDelegate: generated and funded by the stack, a Pulumi secret),
+which the contract lets heartbeat and nothing else; the owner key never leaves the deployer, so
+a compromised cluster cannot redirect any endpoint.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlparse
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from edgefabric.config import RegistryConfig
-from edgefabric.dynamic.registry import RegistryContract, ServiceRegistration
+from edgefabric.config import EdgeSite, Port, Region, RegistryConfig
+from edgefabric.dynamic.registry import HeartbeatDelegate, RegistryContract, ServiceRegistration
+from edgefabric.errors import ConfigError
 from edgefabric.secrets import env_name
 from edgefabric.tiers import secret_output
 from edgefabric.tiers.labels import k8s_labels
+from edgefabric.tiers.network_policies import METRICS, Listener, namespace_policies
 
 TIER = "registry"
 AGENT_NAMESPACE = "edgefabric-registry"
 AGENT_APP = "heartbeat-agent"
 KEY_MOUNT = "/var/run/secrets/edgefabric"
-KEY_FILE = "deployer-key"
+KEY_FILE = "heartbeat-key"
+RPC_URL_KEY = "rpc-url"
+METRICS_PORT = 9464  # the agent's Prometheus metrics (the port OpenTelemetry's exporter uses too)
+
+
+def _deployer_key(ref: str) -> pulumi.Output[str]:
+    """The deployer key as a secret Output; at preview, an unknown one when it is not set.
+
+    A preview sends nothing, and what a key would sign is unknown then anyway, so a preview
+    needs no key: pull-request previews in CI never receive one. `up` still fails, before any
+    transaction, with the ConfigError naming the reference.
+    """
+    return _secret_or_unknown(ref, "registry.deployerKeyRef", "the deployer key")
+
+
+def _secret_or_unknown(ref: str, where: str, what: str) -> pulumi.Output[str]:
+    try:
+        return secret_output(ref, where)
+    except ConfigError:
+        if not pulumi.runtime.is_dry_run():
+            raise
+        pulumi.log.info(f"{where} {ref}: not set; previewing without {what}")
+        return _unknown_secret()
+
+
+def _unknown_secret() -> pulumi.Output[str]:
+    """A secret Output whose value is unknown, as the engine shows a not-yet-computed value."""
+    value: asyncio.Future[str | None] = asyncio.Future()
+    value.set_result(None)
+    known: asyncio.Future[bool] = asyncio.Future()
+    known.set_result(False)
+    secret: asyncio.Future[bool] = asyncio.Future()
+    secret.set_result(True)
+    return pulumi.Output(set(), value, known, secret)  # type: ignore[arg-type]  # value None: unknown
+
+
+def image_version(image: str) -> str:
+    """The registry version of a container image: its tag, or for a digest-only reference
+    `sha256-` and the first 12 hex digits (a whole digest is 71 bytes; versions are <= 32)."""
+    name, _, digest = image.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        return last.rsplit(":", 1)[1]
+    algo, _, hexdigits = digest.partition(":")
+    return f"{algo}-{hexdigits[:12]}" if hexdigits else "latest"
 
 
 @dataclass(frozen=True)
@@ -42,6 +93,61 @@ class ServiceSpec:
     version: str
     endpoints: pulumi.Input[Sequence[pulumi.Input[str]]]
     metadata: str = ""
+
+
+def _metadata(kind: str, tier: str, where: str, environment: str) -> str:
+    return json.dumps({"kind": kind, "tier": tier, "at": where, "environment": environment}, separators=(",", ":"))
+
+
+def regional_services(regions: Sequence[Region], environment: str) -> list[ServiceSpec]:
+    """Every regional service, named `<region>-<service>` (its logical name everywhere else, and
+    unique: two regions run the same service at the same version, and the id is per name).
+    The endpoint is the service's address in its region's namespace on its cloud's core cluster
+    (regional-edge.py: namespace `region-<region>`), where the region's sites reach it."""
+    return [
+        ServiceSpec(
+            name=f"{region.name}-{svc.name}",
+            version=image_version(svc.image),
+            endpoints=[f"{_scheme(svc.kind)}://{svc.name}.region-{region.name}.svc.cluster.local:{port.port}"
+                       for port in svc.ports[:1]],
+            metadata=_metadata(svc.kind, "regional", f"{region.cloud}/{region.name}", environment),
+        )
+        for region in regions for svc in region.services
+    ]
+
+
+def edge_services(sites: Sequence[EdgeSite], environment: str) -> list[ServiceSpec]:
+    """Every edge site's service, named `<site>-<service>`. On a kubernetes site the endpoint is
+    the service in the site's namespace (`edge-<site>`); on docker and native sites it is the
+    site's host and the service's published port."""
+    specs = []
+    for site in sites:
+        host = urlparse(site.host or "").hostname
+        for svc in site.services:
+            port = svc.ports[0].port
+            where = host if site.capabilities.runtime != "kubernetes" and host else \
+                f"{svc.name}.edge-{site.name}.svc.cluster.local"
+            specs.append(ServiceSpec(
+                name=f"{site.name}-{svc.name}",
+                version=image_version(svc.image),
+                endpoints=[f"{_scheme(svc.kind)}://{where}:{port}"],
+                metadata=_metadata(svc.kind, "edge", site.name, environment),
+            ))
+    return specs
+
+
+def check_unique_names(names: Sequence[str]) -> None:
+    """One registry name per service: a core service named like `<region>-<service>` would give
+    two services one id and one logical name. The program calls this before any resource."""
+    clash = sorted({n for n in names if list(names).count(n) > 1})
+    if clash:
+        raise ConfigError.one("core.services[].name", clash[0],
+                              "a name no region or edge site service registers as <region|site>-<service>")
+
+
+def _scheme(kind: str) -> str:
+    # The brokers speak MQTT; everything else is served over HTTP.
+    return "mqtt" if kind in ("device-management", "sensor-ingest") else "http"
 
 
 @dataclass(frozen=True)
@@ -64,23 +170,33 @@ class BlockchainRegistry(pulumi.ComponentResource):
     contract_address: pulumi.Output[str]
     chain_id: pulumi.Output[int]
     service_ids: dict[str, pulumi.Output[str]]
+    publishers: pulumi.Output[list[str]]
 
     def __init__(self, name: str, args: BlockchainRegistryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("edgefabric:registry:BlockchainRegistry", name, None, opts)
         cfg, services, environment = args.registry, args.services, args.environment
+        check_unique_names([svc.name for svc in services])
         child = pulumi.ResourceOptions(parent=self)
         # `env:` refs are read by the provider itself (the value never enters the program);
         # `config:` refs are resolved here, into a secret Output.
         key_ref = cfg.deployer_key_ref
-        key_input = None if env_name(key_ref) else secret_output(key_ref, "registry.deployerKeyRef")
+        key_input = None if env_name(key_ref) else _deployer_key(key_ref)
+        # A hosted node's URL carries its API key: from registry.rpcUrlRef it is a secret Output
+        # (encrypted in state, masked in logs, a Secret in the agents' pods).
+        rpc_url: pulumi.Input[str] = (cfg.rpc_url if cfg.rpc_url is not None else _secret_or_unknown(
+            str(cfg.rpc_url_ref), "registry.rpcUrlRef", "the RPC URL"))
+        confirmations = cfg.effective_confirmations()
+        max_fee_wei = int(cfg.max_fee_gwei * 10**9) if cfg.max_fee_gwei else None
 
         contract = RegistryContract(
             f"{name}-contract",
-            rpc_url=cfg.rpc_url,
+            rpc_url=rpc_url,
             chain_id=cfg.chain_id,
             deployer_key=key_input,
             deployer_key_ref=key_ref,
             existing_address=cfg.contract_address or None,
+            confirmations=confirmations,
+            max_fee_wei=max_fee_wei,
             opts=child,
         )
         self.contract_address = contract.address
@@ -89,7 +205,7 @@ class BlockchainRegistry(pulumi.ComponentResource):
         registrations = {
             svc.name: ServiceRegistration(
                 f"{name}-{svc.name}",
-                rpc_url=cfg.rpc_url,
+                rpc_url=rpc_url,
                 chain_id=cfg.chain_id,
                 # The contract's id is its address, and unlike the `address` output it stays known
                 # in a preview that updates the contract in place: an unknown address would plan a
@@ -102,29 +218,50 @@ class BlockchainRegistry(pulumi.ComponentResource):
                 ttl=cfg.service_ttl_s,
                 deployer_key=key_input,
                 deployer_key_ref=key_ref,
+                confirmations=confirmations,
+                max_fee_wei=max_fee_wei,
                 opts=child,
             )
             for svc in services
         }
         self.service_ids = {svc: reg.service_id for svc, reg in registrations.items()}
+        # Discovery's allowlist (`Registry.discover(publishers=...)`): the owners of our
+        # registrations, i.e. the deployer key. Delegates only heartbeat; they own nothing.
+        self.publishers = pulumi.Output.all(*[r.owner for r in registrations.values()]).apply(
+            lambda owners: sorted({str(o) for o in owners if o}))
 
         if args.k8s_providers and registrations:
-            # The agent needs the key's value in its cluster; for an `env:` ref that means reading
-            # the variable here, as a secret (encrypted in state, masked in logs).
-            agent_key = key_input if key_input is not None else secret_output(key_ref, "registry.deployerKeyRef")
-            ids = pulumi.Output.all(*[r.service_id for r in registrations.values()]).apply(
-                lambda values: ",".join(str(v) for v in values))
+            id_list = [r.service_id for r in registrations.values()]
+            ids = pulumi.Output.all(*id_list).apply(lambda values: ",".join(str(v) for v in values))
             for cloud, provider in sorted(args.k8s_providers.items()):
-                self._agent(name, cloud, provider, cfg, environment, agent_key, ids, contract.address)
+                delegate = HeartbeatDelegate(
+                    f"{name}-{cloud}-delegate",
+                    rpc_url=rpc_url,
+                    chain_id=cfg.chain_id,
+                    contract_address=contract.id,
+                    service_ids=id_list,
+                    funding_wei=int(cfg.agent_funding_eth * 10**18),
+                    rotation=cfg.agent_key_rotation,
+                    marks=[r.tx_hash for r in registrations.values()],
+                    deployer_key=key_input,
+                    deployer_key_ref=key_ref,
+                    confirmations=confirmations,
+                    max_fee_wei=max_fee_wei,
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=list(registrations.values())),
+                )
+                self._agent(name, cloud, provider, cfg, environment, delegate.private_key, ids, contract.address,
+                            rpc_url)
 
         self.register_outputs({
             "contract_address": self.contract_address,
             "chain_id": self.chain_id,
             "service_ids": self.service_ids,
+            "publishers": self.publishers,
         })
 
     def _agent(self, name: str, cloud: str, provider: k8s.Provider, cfg: RegistryConfig, environment: str,
-               key: pulumi.Output[str], ids: pulumi.Output[str], address: pulumi.Output[str]) -> None:
+               key: pulumi.Output[str], ids: pulumi.Output[str], address: pulumi.Output[str],
+               rpc_url: pulumi.Input[str]) -> None:
         """Namespace + Secret (the key, as a file) + one-replica Deployment on one cluster."""
         opts = pulumi.ResourceOptions(parent=self, provider=provider)
         labels = k8s_labels(environment, TIER, cloud, app=AGENT_APP)
@@ -133,30 +270,41 @@ class BlockchainRegistry(pulumi.ComponentResource):
             metadata=k8s.meta.v1.ObjectMetaArgs(name=AGENT_NAMESPACE, labels=labels),
             opts=opts,
         )
+        # The agent only calls out (the chain); nothing connects to it but metrics scrapers.
+        namespace_policies(f"{name}-{cloud}", AGENT_NAMESPACE,
+                           [Listener(AGENT_APP, (Port(name=METRICS, port=METRICS_PORT),))],
+                           labels=labels, provider=provider, namespace_resource=ns, parent=self)
         in_ns = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[ns])
         secret = k8s.core.v1.Secret(
             f"{name}-{cloud}-key",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=f"{AGENT_APP}-key", namespace=AGENT_NAMESPACE, labels=labels),
             type="Opaque",
-            string_data={KEY_FILE: pulumi.Output.secret(key)},  # type: ignore[arg-type]  # SDK stub: Output.secret(Output[T])
+            string_data={KEY_FILE: pulumi.Output.secret(key),  # type: ignore[arg-type]  # SDK stub: Output.secret(Output[T])
+                         **({RPC_URL_KEY: rpc_url} if isinstance(rpc_url, pulumi.Output) else {})},
             opts=in_ns,
         )
-        interval = max(cfg.service_ttl_s // 3, 1)
+        # registry.heartbeatIntervalS (validated <= serviceTtlS / 3: two missed beats never expire one).
+        interval = cfg.heartbeat_interval_s
         # The agent touches a file after every good round; stale after 3 intervals means stuck.
         alive_cmd = ["python", "-m", "agent.heartbeat", "--check-alive", str(3 * interval + 30)]
         env = [
-            k8s.core.v1.EnvVarArgs(name="EDGEFABRIC_RPC_URL", value=cfg.rpc_url),
+            # From registry.rpcUrlRef the URL is read from the Secret, never a plain pod field.
+            k8s.core.v1.EnvVarArgs(name="EDGEFABRIC_RPC_URL", value_from=k8s.core.v1.EnvVarSourceArgs(
+                secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=secret.metadata.name, key=RPC_URL_KEY)))
+            if isinstance(rpc_url, pulumi.Output) else k8s.core.v1.EnvVarArgs(name="EDGEFABRIC_RPC_URL", value=rpc_url),
             k8s.core.v1.EnvVarArgs(name="EDGEFABRIC_CHAIN_ID", value=str(cfg.chain_id)),
             k8s.core.v1.EnvVarArgs(name="EDGEFABRIC_REGISTRY_ADDRESS", value=address),
             k8s.core.v1.EnvVarArgs(name="EDGEFABRIC_SERVICE_IDS", value=ids),
             k8s.core.v1.EnvVarArgs(name="EDGEFABRIC_HEARTBEAT_INTERVAL_S", value=str(interval)),
             k8s.core.v1.EnvVarArgs(name="EDGEFABRIC_DEPLOYER_KEY_FILE", value=f"{KEY_MOUNT}/{KEY_FILE}"),
             k8s.core.v1.EnvVarArgs(name="EDGEFABRIC_ALIVE_FILE", value="/tmp/heartbeat-alive"),
+            k8s.core.v1.EnvVarArgs(name="EDGEFABRIC_METRICS_PORT", value=str(METRICS_PORT)),
         ]
         container = k8s.core.v1.ContainerArgs(
             name=AGENT_APP,
             image=cfg.agent_image,
             env=env,
+            ports=[k8s.core.v1.ContainerPortArgs(name="metrics", container_port=METRICS_PORT)],
             resources=k8s.core.v1.ResourceRequirementsArgs(
                 requests={"cpu": "10m", "memory": "64Mi"}, limits={"cpu": "200m", "memory": "128Mi"}),
             liveness_probe=k8s.core.v1.ProbeArgs(

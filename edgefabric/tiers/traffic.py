@@ -21,10 +21,14 @@ runs `pulumi up` or the controller:
 Both kinds of checker are configured from ONE mapping of the health check
 (`edgefabric.traffic.spec.native_check`), so they probe the same protocol, port and path.
 
+Every published name (`dns.records`, or the one `dns.recordName`) is its own
+`WeightedFailover`, following its own strategy; the native checkers probe the clouds' ingresses,
+which every name shares, so they are declared once.
+
 The tier sees only its slice of the stack config (`GlobalTrafficArgs`) and turns it into
-the one typed `FailoverSpec`; the addresses, only known as Outputs here, travel as the
-resource's own input. Logical names are stable: `<name>-failover`, `<name>-r53-<cloud>`,
-`<name>-gcp`.
+one typed `FailoverSpec` per name; the addresses, only known as Outputs here, travel as the
+resource's own input. Logical names are stable: `<name>-failover` (the first name),
+`<name>-failover-<record name with dashes>` (the others), `<name>-r53-<cloud>`, `<name>-gcp`.
 """
 
 from __future__ import annotations
@@ -37,11 +41,21 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_gcp as gcp
 
-from edgefabric.config import DnsConfig, HealthCheckConfig, RoutingConfig, StrategyConfig, TrafficEndpoint
+from edgefabric.config import (
+    DnsConfig,
+    FailoverConfig,
+    HealthCheckConfig,
+    HttpCheck,
+    RoutingConfig,
+    StrategyConfig,
+    TrafficEndpoint,
+)
 from edgefabric.dynamic.failover import WeightedFailover, WeightedFailoverArgs
+from edgefabric.errors import ConfigError
 from edgefabric.tiers import secret_output
+from edgefabric.tiers.failover_controller import ControllerCluster, deploy_controller
 from edgefabric.tiers.labels import cloud_tags
-from edgefabric.traffic.spec import PENDING_ADDRESS, FailoverSpec, is_name, native_check
+from edgefabric.traffic.spec import PENDING_ADDRESS, FailoverAction, FailoverSpec, is_name, native_check
 
 TIER = "traffic"
 GCP_SOURCE_REGIONS = ["us-east1", "europe-west1", "asia-southeast1"]
@@ -52,7 +66,7 @@ class GlobalTrafficArgs:
     """The global-traffic slice of the stack config, each cloud's ingress, and the providers."""
 
     dns: DnsConfig  # the `dns` section
-    strategy: StrategyConfig  # `strategies[dns.strategy]`
+    strategy: StrategyConfig | None  # `strategies[dns.strategy]`: the one-record form's
     routing: RoutingConfig  # `routing`
     health_check: HealthCheckConfig  # `healthCheck`
     # Every enabled cloud -> its ingress address (an Output when the core is provisioned).
@@ -63,13 +77,39 @@ class GlobalTrafficArgs:
     health_urls: Mapping[str, str] = field(default_factory=dict)
     # Cloud -> its explicit provider; a cloud's native checkers are declared only with one.
     providers: Mapping[str, pulumi.ProviderResource] = field(default_factory=dict)
+    # `strategies`: what each name of `dns.records` follows.
+    strategies: Mapping[str, StrategyConfig] = field(default_factory=dict)
+    action: FailoverAction = "route-to-secondary"  # `failover.action`
+    # `dns.controller.deploy`: the core clusters the failover controller runs in, and the
+    # `failover` section it notifies by (edgefabric.tiers.failover_controller).
+    clusters: Mapping[str, ControllerCluster] = field(default_factory=dict)
+    failover: FailoverConfig | None = None
+
+    def specs(self, azure_tags: Mapping[str, str] | None) -> list[FailoverSpec]:
+        """One spec per published name, in the order the stack lists them."""
+        out = []
+        endpoints = {c: TrafficEndpoint(address=PENDING_ADDRESS, health_url=self.health_urls.get(c))
+                     for c in self.addresses}
+        others = [r.name for r in self.dns.records or []]
+        for record in self.dns.all_records:
+            primary = record.name == self.dns.record_name
+            strategy = self.strategy if primary else self.strategies.get(record.strategy)
+            if strategy is None:
+                where = "dns.strategy" if primary else f"dns.records[{others.index(record.name)}].strategy"
+                raise ConfigError.one(where, record.strategy, f"a key of strategies: "
+                                      f"{', '.join(sorted(self.strategies)) or '(none defined)'}")
+            out.append(FailoverSpec.build(self.dns, strategy, self.routing, self.health_check, endpoints,
+                                          azure_tags, record_name=record.name, action=self.action))
+        return out
 
 
 class GlobalTraffic(pulumi.ComponentResource):
-    """The global record. Outputs: `plan`, `health`, `record_ids`, `last_change_at`,
-    `route53_health_check_ids`, `gcp_health_check`."""
+    """The global records. Outputs: `plan`, `health`, `record_ids`, `last_change_at` (the
+    first name's), `plans` (every name -> its plan), `route53_health_check_ids`,
+    `gcp_health_check`."""
 
     plan: pulumi.Output[dict[str, Any]]
+    plans: pulumi.Output[dict[str, Any]]
     health: pulumi.Output[dict[str, Any]]
     record_ids: pulumi.Output[dict[str, list[str]]]
     last_change_at: pulumi.Output[str]
@@ -77,11 +117,7 @@ class GlobalTraffic(pulumi.ComponentResource):
     def __init__(self, name: str, args: GlobalTrafficArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("edgefabric:traffic:GlobalTraffic", name, None, opts)
         backends = args.dns.backends
-        spec = FailoverSpec.build(
-            args.dns, args.strategy, args.routing, args.health_check,
-            {c: TrafficEndpoint(address=PENDING_ADDRESS, health_url=args.health_urls.get(c)) for c in args.addresses},
-            azure_tags=cloud_tags(args.environment, TIER, "azure", dict(args.tags)) if backends.azure_tm else None,
-        )  # fmt: skip
+        specs = args.specs(cloud_tags(args.environment, TIER, "azure", dict(args.tags)) if backends.azure_tm else None)
 
         r53_ids: dict[str, pulumi.Output[str]] = {}
         if backends.route53 is not None and backends.route53.health_check_ids and "aws" in args.providers:
@@ -94,20 +130,27 @@ class GlobalTraffic(pulumi.ComponentResource):
             for note in native_check(args.health_check).notes:
                 pulumi.log.warn(note, resource=self)
 
-        self.failover = WeightedFailover(
-            f"{name}-failover",
-            WeightedFailoverArgs(
-                spec, addresses=args.addresses, health_check_ids=r53_ids,
-                # Cloud DNS probes each weighted item with this check and skips an unhealthy one.
-                gcp_health_check=gcp_check, secrets=self._secrets(spec) or None,
-            ),
-            opts=pulumi.ResourceOptions(parent=self),
-        )  # fmt: skip
+        self.failovers: dict[str, WeightedFailover] = {}
+        for i, spec in enumerate(specs):
+            suffix = "" if i == 0 else "-" + spec.record_name.rstrip(".").replace(".", "-")
+            self.failovers[spec.record_name] = WeightedFailover(
+                f"{name}-failover{suffix}",
+                WeightedFailoverArgs(
+                    spec, addresses=args.addresses, health_check_ids=r53_ids,
+                    # Cloud DNS probes each weighted item with this check and skips an unhealthy one.
+                    gcp_health_check=gcp_check, secrets=self._secrets(spec) or None,
+                ),
+                opts=pulumi.ResourceOptions(parent=self),
+            )  # fmt: skip
+        self.failover = self.failovers[specs[0].record_name]
         self.plan = self.failover.plan
+        self.plans = pulumi.Output.all(**{record: f.plan for record, f in self.failovers.items()})
         self.health = self.failover.health
         self.record_ids = self.failover.record_ids
         self.last_change_at = self.failover.last_change_at
+        self.controllers = deploy_controller(self, name, args)
         self.register_outputs({
+            "plans": self.plans,
             "plan": self.plan,
             "health": self.health,
             "record_ids": self.record_ids,
@@ -127,6 +170,10 @@ class GlobalTraffic(pulumi.ComponentResource):
             refs[b.powerdns.api_key_ref] = "dns.backends.powerdns.apiKeyRef"
         if b.azure_tm is not None:
             refs[b.azure_tm.subscription_id_ref] = "dns.backends.azureTm.subscriptionIdRef"
+        hc = spec.health_check
+        for i, check in enumerate(hc.all_checks):  # the probes' CA bundles, like the backends' keys
+            if isinstance(check, HttpCheck) and check.ca_bundle_ref:
+                refs[check.ca_bundle_ref] = f"{hc.check_path(i)}.caBundleRef"
         return {ref: secret_output(ref, path) for ref, path in refs.items() if ref.startswith("config:")}
 
     def _route53_checks(self, name: str, args: GlobalTrafficArgs) -> dict[str, pulumi.Output[str]]:

@@ -87,6 +87,19 @@ class CustomProbe:
     timeout_s: float | None = None
 
 
+# Why a target whose ingress is a DNS name fails a round when the name has no A records.
+DOES_NOT_RESOLVE = "does not resolve"
+
+
+@dataclass(frozen=True)
+class Unresolved:
+    """A target whose DNS name resolved to no address this round: a failed round whose
+    reason is `DOES_NOT_RESOLVE`, at once, with nothing connected to and nothing run. The
+    name is resolved again on the next round (`edgefabric.traffic.spec.FailoverSpec.targets`)."""
+
+    name: str
+
+
 SingleProbe = Union[HttpProbe, TcpProbe, CustomProbe]
 
 
@@ -99,7 +112,7 @@ class AllOf:
     labels: tuple[str, ...] = ()  # one per probe, for the detail (`healthCheck.checks[1]`)
 
 
-Probe = Union[HttpProbe, TcpProbe, CustomProbe, AllOf]
+Probe = Union[HttpProbe, TcpProbe, CustomProbe, AllOf, Unresolved]
 
 
 @dataclass(frozen=True)
@@ -107,6 +120,8 @@ class ProbeResult:
     ok: bool
     latency_s: float
     detail: str
+    # A failure's kind when it has one that callers tell apart (`DOES_NOT_RESOLVE`).
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -277,6 +292,8 @@ async def probe_once(probe: Probe, timeout_s: float, session: aiohttp.ClientSess
     """Run one probe, each check within its own timeout (default `timeout_s`). Never raises
     for target failures. `session` is shared by `probe_many`; without one, http probes open
     their own."""
+    if isinstance(probe, Unresolved):
+        return ProbeResult(ok=False, latency_s=0.0, detail=f"{probe.name} {DOES_NOT_RESOLVE}", reason=DOES_NOT_RESOLVE)
     if not isinstance(probe, AllOf):
         return await _run(probe, timeout_s, session)
     started = time.perf_counter()
@@ -290,6 +307,8 @@ async def probe_once(probe: Probe, timeout_s: float, session: aiohttp.ClientSess
 
 
 def _needs_session(probe: Probe) -> bool:
+    if isinstance(probe, Unresolved):
+        return False
     return any(isinstance(p, HttpProbe) for p in (probe.probes if isinstance(probe, AllOf) else (probe,)))
 
 

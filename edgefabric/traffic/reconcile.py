@@ -20,7 +20,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgefabric.traffic.dns.base import (
@@ -39,7 +39,7 @@ from edgefabric.traffic.health import (
     assess,
     probe_many_sync,
 )
-from edgefabric.traffic.planner import Plan, configured_plan, plan
+from edgefabric.traffic.planner import Plan, configured_plan, plan, smooth
 from edgefabric.traffic.spec import FailoverSpec
 
 # ----------------------------------------------------------------- one round
@@ -53,6 +53,8 @@ class Reconciled:
     transitions: list[Transition]
     # Set when this round followed the lease holder instead of applying (`follow_lease_holder`).
     followed: LeaseRecord | None = None
+    # Every published name -> its plan, when one round handled several (the controller).
+    plans: dict[str, Plan] = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
@@ -63,9 +65,57 @@ class Reconciled:
         return [o for o in self.outcomes if not o.ok]
 
 
-def plan_from_health(spec: FailoverSpec, tracker: HealthTracker, scale: int = 100) -> Plan:
+def plan_from_health(
+    spec: FailoverSpec,
+    tracker: HealthTracker,
+    scale: int = 100,
+    latency_s: Mapping[str, float] | None = None,
+    held: Mapping[str, float] | None = None,
+) -> Plan:
+    """The tracker's verdicts planned for `spec`; performance-based balancing also reads the
+    smoothed latency and the shares published last (see `FailoverSpec.plan_input`)."""
     health: dict[str, bool] = {c: tracker.states[c].healthy if c in tracker.states else True for c in spec.endpoints}
-    return plan(spec.plan_input(health), scale)
+    return plan(spec.plan_input(health, latency_s, held), scale)
+
+
+@dataclass
+class RecordPlanner:
+    """Every published name planned from one health tracker, each with its own strategy:
+    what the controller and `edgefabric simulate` share, so a simulation plans exactly as
+    the controller does.
+
+    performance-based names also carry state between rounds: the probes' latency smoothed
+    per name (`strategies.<s>.latencySmoothing`), and the shares published last, which the
+    planner keeps while a change stays within the band (`weightBandPct`)."""
+
+    records: Sequence[FailoverSpec]
+    latency: dict[str, dict[str, float]] = field(default_factory=dict)
+    held: dict[str, dict[str, float] | None] = field(default_factory=dict)
+
+    def observe(self, results: Mapping[str, ProbeResult]) -> None:
+        """Fold one round's latencies (passing probes only) into the smoothed latency."""
+        sample = {c: r.latency_s for c, r in results.items() if r.ok}
+        for r in self.records:
+            if r.strategy.load_balancing == "performance-based":
+                name = r.record_name
+                self.latency[name] = smooth(self.latency.get(name), sample, r.strategy.latency_smoothing)
+
+    def plan(self, record: FailoverSpec, tracker: HealthTracker, scale: int = 100) -> Plan:
+        name = record.record_name
+        return plan_from_health(record, tracker, scale, self.latency.get(name), self.held.get(name))
+
+    def plans(
+        self, tracker: HealthTracker, scales: Mapping[str, int] | None = None
+    ) -> tuple[dict[str, Plan], dict[str, dict[str, Plan]]]:
+        """Each name's plan (of 100), and for each backend (name -> scale) every name's plan
+        at its scale; then the shares just planned become the held shares for next time."""
+        plans = {r.record_name: self.plan(r, tracker) for r in self.records}
+        per_backend = {b: {r.record_name: self.plan(r, tracker, scale) for r in self.records}
+                       for b, scale in (scales or {}).items()}
+        for r in self.records:
+            if r.strategy.load_balancing == "performance-based":
+                self.held[r.record_name] = plans[r.record_name].base_shares
+        return plans, per_backend
 
 
 def apply_plan(
@@ -85,10 +135,12 @@ def assess_health(
     spec: FailoverSpec,
     evidence: Mapping[str, Mapping[str, object]] | None,
     sleep: Callable[[float], None] = time.sleep,
+    lookup: Callable[[str], str | None] | None = None,
 ) -> HealthTracker:
-    """Deploy-time verdict (see edgefabric.traffic.health.assess)."""
+    """Deploy-time verdict (see edgefabric.traffic.health.assess). `lookup` answers `config:`
+    references of the checks (a `caBundleRef`), as for the backends' (`edgefabric.secrets`)."""
     return assess(
-        spec.probes(),
+        spec.probes(lookup),
         spec.thresholds,
         spec.timeout_s,
         evidence=evidence,

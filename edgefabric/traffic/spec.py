@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from edgefabric.config.models import (
     CustomCheck,
     DnsConfig,
+    DnsRecord,
     HealthCheckConfig,
     HttpCheck,
     RoutingConfig,
@@ -48,9 +49,22 @@ from edgefabric.secrets import resolve
 from edgefabric.traffic.dns import BackendSettings
 from edgefabric.traffic.dns.base import HealthSettings, RecordSpec
 from edgefabric.traffic.dns.resolver import RESOLVER_PATTERN, resolve_a, resolver_address
-from edgefabric.traffic.health import AllOf, CustomProbe, HttpProbe, Probe, SingleProbe, TcpProbe, Thresholds
+from edgefabric.traffic.health import (  # noqa: F401 - DOES_NOT_RESOLVE: re-exported
+    DOES_NOT_RESOLVE,
+    AllOf,
+    CustomProbe,
+    HttpProbe,
+    Probe,
+    SingleProbe,
+    TcpProbe,
+    Thresholds,
+    Unresolved,
+)
 from edgefabric.traffic.planner import (
+    FailoverAction,
     FailoverMode,
+    LoadBalancing,
+    Performance,
     PlanInput,
     RegionRule,
     Replication,
@@ -69,10 +83,6 @@ Ttl = Annotated[(int, *DnsConfig.model_fields["ttl"].metadata)]
 
 
 # ---------------------------------------------------------- endpoints and targets
-
-# Why a cloud whose ingress is a DNS name fails a round when the name has no A records.
-DOES_NOT_RESOLVE = "does not resolve"
-
 
 def is_name(address: str) -> bool:
     """True for a DNS name (an AWS load balancer's hostname), False for an IP literal: the
@@ -93,13 +103,6 @@ class Target:
     @property
     def name(self) -> str | None:
         return self.address if is_name(self.address) else None
-
-
-def _unresolved(target: Target) -> Probe:
-    """A failed round for a name without addresses, saying so ("<name> does not resolve").
-    There is nothing to connect to, so the stand-in is a check that cannot pass and starts
-    no connection (`false`); the label carries the reason into the health evidence."""
-    return AllOf((CustomProbe(("false",)),), (f"{target.address} {DOES_NOT_RESOLVE}",))
 
 
 # ------------------------------------------------------------- native checkers
@@ -173,6 +176,12 @@ class StrategySpec(BaseModel):
     order: tuple[Cloud, ...] = Field(min_length=1)
     replication: Replication = "active-active"
     failover: FailoverMode = "automatic"
+    load_balancing: LoadBalancing = "weighted"
+    # `failover.action`: where a failed cloud's share goes (see the planner). Unset (inputs
+    # saved before it existed), it is what those resources always did.
+    action: FailoverAction = "route-to-healthy"
+    latency_smoothing: Annotated[(float, *StrategyConfig.model_fields["latency_smoothing"].metadata)] = 0.3
+    weight_band_pct: Annotated[(float, *StrategyConfig.model_fields["weight_band_pct"].metadata)] = 5.0
 
 
 class FailoverSpec(BaseModel):
@@ -198,19 +207,45 @@ class FailoverSpec(BaseModel):
     # ---- building and restoring
 
     @classmethod
+    def all_from_config(
+        cls,
+        cfg: StackConfig,
+        addresses: Mapping[str, str] | None = None,
+        azure_tags: Mapping[str, str] | None = None,
+    ) -> list[FailoverSpec]:
+        """One spec per published name (`dns.records`, or the one `dns.recordName`)."""
+        if cfg.dns is None:
+            raise ConfigError.one("dns", None, "a dns section: global traffic publishes its record")
+        records = cfg.dns.all_records
+        if not records:
+            raise ConfigError.one("dns.recordName", None, "a name (FQDN with trailing dot), or a list in dns.records")
+        return [cls.from_config(cfg, addresses, azure_tags, record) for record in records]
+
+    @classmethod
     def from_config(
         cls,
         cfg: StackConfig,
         addresses: Mapping[str, str] | None = None,
         azure_tags: Mapping[str, str] | None = None,
+        record: DnsRecord | None = None,
     ) -> FailoverSpec:
-        """The stack's global traffic. `addresses` maps every enabled cloud to its ingress
-        address; None leaves them `PENDING_ADDRESS` for the resource's `addresses` input."""
+        """The stack's global traffic for `record` (default: the first published name).
+        `addresses` maps every enabled cloud to its ingress address; None leaves them
+        `PENDING_ADDRESS` for the resource's `addresses` input."""
         if cfg.dns is None:
             raise ConfigError.one("dns", None, "a dns section: global traffic publishes its record")
-        strategy = cfg.strategies.get(cfg.dns.strategy)
+        if record is None:
+            records = cfg.dns.all_records
+            if not records:
+                raise ConfigError.one("dns.recordName", None,
+                                      "a name (FQDN with trailing dot), or a list in dns.records")
+            record = records[0]
+        strategy = cfg.strategies.get(record.strategy)
         if strategy is None:
-            raise ConfigError.one("dns.strategy", cfg.dns.strategy,
+            others = [r.name for r in cfg.dns.records or []]
+            where = ("dns.strategy" if record.name not in others
+                     else f"dns.records[{others.index(record.name)}].strategy")
+            raise ConfigError.one(where, record.strategy,
                                   f"a key of strategies: {', '.join(sorted(cfg.strategies)) or '(none defined)'}")
         endpoints: dict[str, TrafficEndpoint] = {}
         for cloud in cfg.traffic_clouds:
@@ -222,7 +257,8 @@ class FailoverSpec(BaseModel):
             # Unchecked here: `build` validates the whole spec, so a bad address is a ConfigError.
             endpoints[cloud] = TrafficEndpoint.model_construct(
                 address=address, health_url=ingress.health_url if ingress else None)
-        return cls.build(cfg.dns, strategy, cfg.routing, cfg.health_check, endpoints, azure_tags)
+        return cls.build(cfg.dns, strategy, cfg.routing, cfg.health_check, endpoints, azure_tags,
+                         record_name=record.name, action=cfg.failover.action)
 
     @classmethod
     def build(
@@ -233,21 +269,34 @@ class FailoverSpec(BaseModel):
         health_check: HealthCheckConfig,
         endpoints: Mapping[str, TrafficEndpoint],
         azure_tags: Mapping[str, str] | None = None,
+        record_name: str | None = None,
+        action: FailoverAction = "route-to-secondary",
     ) -> FailoverSpec:
-        """The spec from the slices of the stack config it is made of: `dns`,
-        `strategies[dns.strategy]`, `routing`, `healthCheck`, and one ingress endpoint per
-        enabled cloud (the address may be `PENDING_ADDRESS`). `azure_tags` are the tags the
-        Traffic Manager profiles carry."""
+        """The spec from the slices of the stack config it is made of: `dns`, the record's
+        strategy, `routing`, `healthCheck`, `failover.action`, and one ingress endpoint per
+        enabled cloud (the address may be `PENDING_ADDRESS`). `record_name` defaults to
+        `dns.recordName`. `azure_tags` are the tags the Traffic Manager profiles carry.
+
+        Each name of `dns.records` has Traffic Manager profiles of its own,
+        `<profileName>-<first label>` (relative name likewise), so two names never share one;
+        `dns.recordName` keeps `profileName`."""
+        name = record_name if record_name is not None else dns.record_name
         backends = dns.backends.model_dump(exclude_none=True)
         if azure_tags is not None and "azure_tm" in backends:
             backends["azure_tm"]["tags"] = dict(azure_tags)
+        if "azure_tm" in backends and name and name != dns.record_name:
+            label = name.split(".", 1)[0]
+            backends["azure_tm"]["profile_name"] += f"-{label}"
+            backends["azure_tm"]["relative_dns_name"] += f"-{label}"
         return cls._checked({
-            "record_name": dns.record_name,
+            "record_name": name,
             "ttl": dns.ttl,
             "endpoints": {c: ep.model_dump() for c, ep in endpoints.items()},
             "health_check": health_check,
             "strategy": {"order": strategy.order, "replication": strategy.replication,
-                         "failover": strategy.failover},
+                         "failover": strategy.failover, "load_balancing": strategy.load_balancing,
+                         "action": action, "latency_smoothing": strategy.latency_smoothing,
+                         "weight_band_pct": strategy.weight_band_pct},
             "routing": routing,
             "backends": backends,
         })
@@ -322,15 +371,25 @@ class FailoverSpec(BaseModel):
         hc = self.health_check
         return Thresholds(hc.failure_threshold, hc.success_threshold, hc.recovery_hold_down_s)
 
-    def plan_input(self, health: Mapping[str, bool]) -> PlanInput:
-        ranked = self.strategy.order
+    def plan_input(
+        self,
+        health: Mapping[str, bool],
+        latency_s: Mapping[str, float] | None = None,
+        held: Mapping[str, float] | None = None,
+    ) -> PlanInput:
+        """The planner's input: `health` per cloud; for performance-based balancing, the
+        smoothed latency per cloud and the shares published last (`Plan.base_shares`)."""
+        s = self.strategy
+        ranked = s.order
         # Enabled clouds the strategy does not rank still serve, after the ranked ones.
         order = ranked + tuple(c for c in CLOUDS if c in self.endpoints and c not in ranked)
         return PlanInput(
-            strategy=Strategy(order, self.strategy.replication, self.strategy.failover),
+            strategy=Strategy(order, s.replication, s.failover, s.load_balancing, s.action),
             rules=tuple(RegionRule(r.name, tuple(r.regions), r.cloud, r.weight) for r in self.routing.rules),
             default_weight=self.routing.default_weight,
             health=dict(health),
+            performance=Performance(dict(latency_s or {}), dict(held) if held is not None else None,
+                                    s.weight_band_pct),
         )
 
     def probes(self, lookup: Callable[[str], str | None] | None = None) -> dict[str, Probe]:
@@ -353,7 +412,7 @@ class FailoverSpec(BaseModel):
         for cloud, ep in self.endpoints.items():
             target = targets[cloud]
             if not target.addresses:
-                out[cloud] = _unresolved(target)  # down this round, never skipped
+                out[cloud] = Unresolved(target.address)  # down this round, never skipped
                 continue
             # A DNS name is probed at every address it resolved to: each gets an equal share of
             # the cloud's traffic, so the cloud passes a round only when all of them pass.

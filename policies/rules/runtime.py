@@ -25,6 +25,7 @@ from pulumi_policy import (
     EnforcementLevel,
     Policy,
     PolicyCustomTimeouts,
+    PolicyProviderResource,
     PolicyResource,
     PolicyResourceOptions,
     ResourceValidationArgs,
@@ -109,6 +110,10 @@ class Resource:
     urn: str
     props: Mapping[str, Any]
     parent: str | None = None
+    # URNs, as the engine gives them to AnalyzeStack: every dependency, and per input.
+    dependencies: tuple[str, ...] = ()
+    property_dependencies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    provider: str = ""  # the provider reference (`<provider urn>::<id>`), "" for the default
 
 
 @dataclass(frozen=True)
@@ -177,8 +182,17 @@ def evaluate(policies: Iterable[Policy], resources: list[Resource],
             by_urn = {r.urn: PolicyResource(r.type, p, r.urn, r.name, opts, None, None, [], {})
                       for r, p in wrapped}
             for r, _ in wrapped:
+                res = by_urn[r.urn]
                 if r.parent in by_urn:
-                    by_urn[r.urn].parent = by_urn[r.parent]
+                    res.parent = by_urn[r.parent]
+                res.dependencies = [by_urn[u] for u in r.dependencies if u in by_urn]
+                res.property_dependencies = {k: [by_urn[u] for u in v if u in by_urn]
+                                             for k, v in r.property_dependencies.items()}
+                provider_urn = r.provider.rsplit("::", 1)[0]
+                if provider_urn in by_urn:
+                    target = by_urn[provider_urn]
+                    res.provider = PolicyProviderResource(target.resource_type, target.props, target.urn,
+                                                          target.name)
             args = StackValidationArgs(list(by_urn.values()), dict(props))
             _run(policy, args, reporter(""), report, "")
     return report

@@ -44,6 +44,9 @@ STACK = "local"
 CONTRACT = "pulumi-python:dynamic/registry:RegistryContract"
 SERVICE = "pulumi-python:dynamic/registry:ServiceRegistration"
 FAILOVER = "pulumi-python:dynamic/failover:WeightedFailover"
+# Every public name the local stack publishes: `dns.recordName`, then `dns.records`.
+_DNS = yaml.safe_load((Path(__file__).resolve().parents[2] / "Pulumi.local.yaml").read_text())["config"]["edgefabric:dns"]
+LOCAL_RECORDS = [_DNS["recordName"], *(r["name"] for r in _DNS.get("records") or [])]
 ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
 
@@ -79,6 +82,10 @@ class LocalStack:
         assert isinstance(zone, dict)
         return [r for r in zone["rrsets"] if r["type"] == "LUA"]
 
+    def api_rrsets(self) -> list[dict[str, Any]]:
+        """The LUA answers of the stack's first record (`dns.recordName`); the others follow other strategies."""
+        return [r for r in self.lua_rrsets() if r["name"] == LOCAL_RECORDS[0]]
+
 
 @pytest.fixture(scope="module")
 def stack(request: pytest.FixtureRequest, engine_bin: Path) -> Iterator[LocalStack]:
@@ -104,10 +111,15 @@ def test_preview_lists_the_expected_creates(stack: LocalStack) -> None:
     creates = steps["create"]
     kinds = [label.split("::")[0] for label in creates]
     assert kinds.count(CONTRACT) == 1, creates
-    assert kinds.count(FAILOVER) == 1, creates
-    core = yaml.safe_load((stack.engine.project / "Pulumi.local.yaml").read_text())["config"]["edgefabric:core"]
+    assert kinds.count(FAILOVER) == len(LOCAL_RECORDS), creates
+    config = yaml.safe_load((stack.engine.project / "Pulumi.local.yaml").read_text())["config"]
+    # Core services under their names; regional and edge ones under `<region|site>-<service>`.
+    names = [svc["name"] for svc in config["edgefabric:core"]["services"]]
+    names += [f"{r['name']}-{svc['name']}" for r in config.get("edgefabric:regions") or [] for svc in r["services"]]
+    names += [f"{site['name']}-{svc['name']}" for site in (config.get("edgefabric:edge") or {}).get("sites") or []
+              for svc in site["services"]]
     assert sorted(label.split("::")[1] for label in creates if label.startswith(SERVICE)) == sorted(
-        f"registry-{svc['name']}" for svc in core["services"]
+        f"registry-{name}" for name in names
     ), creates
 
 
@@ -125,11 +137,15 @@ def test_up_deploys_contract_services_and_weights(stack: LocalStack) -> None:
     for svc in services:
         record = registry.get_service(svc["outputs"]["service_id"])
         assert record is not None and record.is_active, svc["urn"]
-    [failover] = resources_of_type(state, FAILOVER)
-    default = failover["outputs"]["plan"]["answers"]["default"]["weights"]
-    assert sum(default.values()) == failover["outputs"]["plan"]["scale"], default
-    [rrset] = stack.lua_rrsets()
-    assert "pickwrandom" in rrset["records"][0]["content"], rrset
+    failovers = resources_of_type(state, FAILOVER)
+    assert len(failovers) == len(LOCAL_RECORDS), failovers
+    for failover in failovers:
+        default = failover["outputs"]["plan"]["answers"]["default"]["weights"]
+        assert sum(default.values()) == failover["outputs"]["plan"]["scale"], default
+    rrsets = stack.lua_rrsets()
+    assert sorted(r["name"] for r in rrsets) == sorted(LOCAL_RECORDS), rrsets
+    for rrset in rrsets:
+        assert "pickwrandom" in rrset["records"][0]["content"], rrset
 
     # The outputs a user sees carry the same facts.
     text = json.dumps(stack.engine.outputs(STACK))
@@ -148,7 +164,7 @@ def test_refresh_sees_drift_and_up_repairs_it(stack: LocalStack) -> None:
     registry = stack.registry(contract["outputs"]["address"])
     victim = resources_of_type(state, SERVICE)[0]
     sid = victim["outputs"]["service_id"]
-    [rrset] = stack.lua_rrsets()
+    [rrset] = stack.api_rrsets()
     original = rrset["records"][0]["content"]
 
     # Behind the engine's back: new weights in PowerDNS, one service deregistered on chain.
@@ -165,7 +181,8 @@ def test_refresh_sees_drift_and_up_repairs_it(stack: LocalStack) -> None:
 
     # Refresh shows both: the record's published weights changed, the registration is gone.
     shown = diff_ops(stack.engine.run("refresh", "--preview-only", "--diff", "--stack", STACK).stdout)
-    failover_name = resources_of_type(state, FAILOVER)[0]["urn"].rsplit("::", 1)[-1]
+    [failover_name] = [r["urn"].rsplit("::", 1)[-1] for r in resources_of_type(state, FAILOVER)
+                       if r["outputs"].get("record_name", r["inputs"].get("record_name")) == LOCAL_RECORDS[0]]
     victim_name = victim["urn"].rsplit("::", 1)[-1]
     assert shown.get(failover_name) == "update", shown
     assert shown.get(victim_name) in ("update", "delete"), shown
@@ -173,7 +190,7 @@ def test_refresh_sees_drift_and_up_repairs_it(stack: LocalStack) -> None:
     stack.engine.run("refresh", "--yes", "--stack", STACK)
 
     stack.engine.run("up", "--yes", "--stack", STACK, timeout=900)
-    [rrset] = stack.lua_rrsets()
+    [rrset] = stack.api_rrsets()
     assert rrset["records"][0]["content"] == original
     repaired = resources_of_type(stack.state(), SERVICE)
     by_name = {r["urn"]: r["outputs"]["service_id"] for r in repaired}

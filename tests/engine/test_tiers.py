@@ -12,6 +12,7 @@ on their site's nodes -> no-change preview -> drift made through the Kubernetes 
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import stat
@@ -40,6 +41,10 @@ KINDS = (
     "kubernetes:apps/v1:Deployment",
     "kubernetes:core/v1:Service",
     "kubernetes:core/v1:Secret",
+    "kubernetes:core/v1:ConfigMap",
+    "kubernetes:core/v1:ServiceAccount",
+    "kubernetes:rbac.authorization.k8s.io/v1:Role",
+    "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding",
     "kubernetes:policy/v1:PodDisruptionBudget",
     "kubernetes:autoscaling/v2:HorizontalPodAutoscaler",
     "kubernetes:networking.k8s.io/v1:NetworkPolicy",
@@ -263,6 +268,54 @@ def test_state_holds_no_kubeconfig_in_plain_text(deployed: Deployed) -> None:
         kubeconfig = deployed.env.kubeconfig_path(name).read_text()
         key = kubeconfig.split("client-key-data:", 1)[1].split()[0]
         assert key not in state, f"{name}'s client key is in the state in plain text"
+
+
+def test_state_holds_no_private_key_in_plain_text(deployed: Deployed) -> None:
+    """The data flows' CA and certificate keys, and the Secrets they go into (`dataFlows`
+    of Pulumi.local.yaml), are encrypted in the state; tests/engine/test_dataflow_secrets.py
+    checks the same of the PKI alone."""
+    state = deployed.engine.export(STACK)
+    plain = [where for where, text in strings(state) if "PRIVATE KEY" in text or "PRIVATE KEY" in unbase64(text)]
+    assert plain == [], "a private key is in the state in plain text (or in base64, as a Secret's data)"
+    pki = [r for r in state["deployment"]["resources"] if r["type"].startswith("pulumi-python:dynamic/pki:")]
+    assert pki, "no data-flow certificates were deployed"
+    for res in pki:
+        assert is_secret(res["outputs"]["key_pem"]), f"{res['urn']}: key_pem is not a secret"
+    mqtt_secrets = [r for r in state["deployment"]["resources"]
+                    if r["type"] == "kubernetes:core/v1:Secret" and r["urn"].endswith("mqtt-certs")]
+    assert mqtt_secrets, "no mqtt-certs Secret was deployed"
+    for res in mqtt_secrets:
+        # The provider turns stringData into data (base64): whichever is there is a secret.
+        for side in ("inputs", "outputs"):
+            fields = [k for k in ("data", "stringData") if k in res.get(side, {})]
+            assert fields and all(is_secret(res[side][k]) for k in fields), (res["urn"], side, fields)
+    revealed = json.dumps(deployed.engine.export(STACK, show_secrets=True))
+    assert "PRIVATE KEY" in revealed, "the keys are not in the state at all"
+
+
+def strings(obj: Any, where: str = "") -> Iterator[tuple[str, str]]:
+    """Every string in a JSON document, with its path."""
+    if isinstance(obj, str):
+        yield where, obj
+    elif isinstance(obj, Mapping):
+        for key, value in obj.items():
+            yield from strings(value, f"{where}.{key}")
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            yield from strings(value, f"{where}[{i}]")
+
+
+def unbase64(text: str) -> str:
+    try:
+        return base64.b64decode(text, validate=True).decode(errors="replace")
+    except ValueError:
+        return ""
+
+
+def is_secret(value: Any) -> bool:
+    """The engine's secret envelope in a state file."""
+    return (isinstance(value, Mapping) and "ciphertext" in value
+            and value.get("4dabf18193072939515e22adb298388d") == "1b47061264138c4ac30d75fd1eb44270")
 
 
 def test_drift_through_the_api_shows_in_refresh_and_up_repairs_it(deployed: Deployed) -> None:

@@ -99,7 +99,9 @@ class Engine:
         env = dict(os.environ)
         env.update(
             PULUMI_HOME=str(self.home),
-            PULUMI_BACKEND_URL=f"file://{self.backend_dir}",
+            # metadata=skip: checkpoints are written to a temporary file and renamed, with no
+            # `.attrs` sidecar that a killed run can leave empty (scripts/engine-env.sh).
+            PULUMI_BACKEND_URL=f"file://{self.backend_dir}?metadata=skip",
             PULUMI_CONFIG_PASSPHRASE=self.passphrase,
             PULUMI_SKIP_UPDATE_CHECK="true",
             PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",

@@ -22,7 +22,8 @@ def policy_resources(rendered: Rendered) -> list[Resource]:
     """Registered resources with their secret inputs in the engine's secret envelope."""
     return [
         Resource(r.type, r.name, r.urn,
-                 {k: secret(v) if k in r.secret_inputs else v for k, v in r.inputs.items()}, r.parent or None)
+                 {k: secret(v) if k in r.secret_inputs else v for k, v in r.inputs.items()}, r.parent or None,
+                 tuple(r.dependencies), {k: tuple(v) for k, v in r.property_dependencies.items()}, r.provider)
         for r in rendered.resources if r.type != "pulumi:pulumi:Stack"
     ]
 
@@ -44,7 +45,7 @@ def test_policies_run_over_every_rendered_stack(stack: str) -> None:
     # the traffic and registry ones did wherever the stack registers their resources.
     expected = ["required-labels", "k8s-requests-limits", "k8s-probes", "pinned-images",
                 "cluster-endpoint-restricted", "node-pool-autoscaling", "kubernetes-version-window",
-                "no-plaintext-secrets", "edge-placement-fits"]
+                "no-plaintext-secrets", "edge-placement-fits", "image-facts"]
     types = {r.type for r in rendered.resources}
     if traffic.WEIGHTED_FAILOVER in types:
         expected += ["failover-ttl", "failover-clouds", "health-check-timing", "health-check-thresholds",
@@ -68,7 +69,7 @@ def test_prod_has_no_mandatory_violation() -> None:
 def test_a_bad_prod_copy_is_blocked_naming_the_policies() -> None:
     raw = raw_from_stack_file(ROOT / "Pulumi.prod.yaml")
     clusters = raw["core"]["clusters"]
-    clusters["aws"] = {**clusters["aws"], "apiAllowedCidrs": ["0.0.0.0/0"]}
+    clusters["aws"] = {**clusters["aws"], "apiAllowedCidrs": ["0.0.0.0/0"], "apiAccess": "public"}
     clusters["gcp"] = {**clusters["gcp"], "kubernetesVersion": "1.27"}
     # The config loader already refuses ':latest'; a node cap above the policy's is config-legal.
     clusters["azure"] = {**clusters["azure"], "maxNodes": 500}
@@ -77,6 +78,14 @@ def test_a_bad_prod_copy_is_blocked_naming_the_policies() -> None:
     found = {(v.policy, v.message) for v in report.mandatory()}
     assert ("cluster-endpoint-restricted", "cluster 'aws-cluster': EKS API endpoint is open to 0.0.0.0/0") in found
     assert ("kubernetes-version-window",
-            "'gcp-cluster' minMasterVersion = '1.27' is outside the supported window 1.30..1.33") in found
+            "'gcp-cluster' minMasterVersion = '1.27' is outside the supported window 1.33..1.35") in found
     assert ("node-pool-autoscaling",
             "node pool 'azure-cluster.agentPoolProfiles[0]' may scale to 500 nodes, above the cap of 100") in found
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_every_pdb_lets_drains_evict_unready_pods(stack: str) -> None:
+    rendered, _ = stack_report(stack)
+    pdbs = rendered.of_type("kubernetes:policy/v1:PodDisruptionBudget")
+    assert pdbs
+    assert {p.inputs["spec"].get("unhealthyPodEvictionPolicy") for p in pdbs} == {"AlwaysAllow"}

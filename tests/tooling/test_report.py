@@ -35,9 +35,11 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     stack = dst / "Pulumi.dev.yaml"
     doc = yaml.safe_load(stack.read_text())
     cfg = doc["config"]
-    cfg["edgefabric:core"]["clusters"]["aws"]["maxNodes"] = 6
+    cfg["edgefabric:core"]["clusters"]["aws"]["maxNodes"] = 8
     site = cfg["edgefabric:edge"]["sites"][0]
-    removed = site["services"].pop()
+    # Not its MQTT broker: `dataFlows` bridges every site's sensor-ingest.
+    removed = next(s for s in reversed(site["services"]) if s["kind"] != "sensor-ingest")
+    site["services"].remove(removed)
     stack.write_text(yaml.safe_dump(doc, sort_keys=False))
     (dst / "removed.txt").write_text(f"{site['name']}-{removed['name']}")
     return dst
@@ -58,7 +60,7 @@ def test_render_summarises_tiers_diff_policies_and_weights(repo: Path) -> None:
     assert "| edge | `kubernetes:apps/v1:Deployment` |" in md
     # The diff against the base commit: the changed input and the removed service.
     assert "Base: `main` (" in md
-    assert "| `aws:eks/nodeGroup:NodeGroup` aws-nodes | `scalingConfig.maxSize` | 4 | 6 |" in md
+    assert "| `aws:eks/nodeGroup:NodeGroup` aws-nodes | `scalingConfig.maxSize` | 6 | 8 |" in md
     removed = (repo / "removed.txt").read_text()
     assert f"`kubernetes:apps/v1:Deployment` **{removed}**" in md.split("**Removed**")[1]
     assert "**Added**" not in md

@@ -65,9 +65,18 @@ def test_preview_runs_tests_then_previews_with_the_pack_and_comments() -> None:
     assert pulumi["with"]["comment-on-pr"] is True
     assert pulumi["with"]["policyPacks"] == "policies"
     assert pulumi["with"]["policyPackConfigs"] == "policies/config/${{ matrix.stack }}.json"
-    # No long-lived cloud secrets anywhere: only the job's own GITHUB_TOKEN.
-    text = (WORKFLOWS / "preview.yml").read_text() + (WORKFLOWS / "deploy-stack.yml").read_text()
-    assert {s.split("}}")[0].strip() for s in text.split("secrets.")[1:]} <= {"GITHUB_TOKEN"}
+    # No long-lived cloud secrets anywhere: only the job's own GITHUB_TOKEN. A preview signs
+    # nothing, so pull-request code never gets the registry key; only the gated `up` does.
+    def secrets_in(name: str) -> set[str]:
+        return {s.split("}}")[0].strip() for s in (WORKFLOWS / name).read_text().split("secrets.")[1:]}
+
+    assert secrets_in("preview.yml") <= {"GITHUB_TOKEN"}
+    assert "EDGEFABRIC_DEPLOYER_KEY" not in (WORKFLOWS / "preview.yml").read_text().replace(
+        "# No EDGEFABRIC_DEPLOYER_KEY", "")
+    assert secrets_in("deploy-stack.yml") <= {"GITHUB_TOKEN", "EDGEFABRIC_DEPLOYER_KEY"}
+    up = load("deploy-stack.yml")["jobs"]["up"]
+    keyed = [s for s in up["steps"] if "EDGEFABRIC_DEPLOYER_KEY" in (s.get("env") or {})]
+    assert [s["with"]["command"] for s in keyed] == ["up"]  # the one step that signs, in its environment
 
 
 def test_render_posts_when_no_credentials() -> None:

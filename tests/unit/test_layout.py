@@ -25,18 +25,22 @@ ALLOWED: dict[str, set[str]] = {
     "edgefabric.traffic": {"edgefabric.errors", "edgefabric.secrets", "edgefabric.config"},
     "edgefabric.controller": {"edgefabric.errors", "edgefabric.secrets", "edgefabric.config",
                               "edgefabric.traffic", "edgefabric.chain"},
+    # `edgefabric simulate`: scenarios through the controller's hysteresis and planner, pure.
+    "edgefabric.simulate": {"edgefabric.errors", "edgefabric.config", "edgefabric.traffic"},
+    # MQTT data flows: topology, Mosquitto configs and the PKI, pure and engine-free.
+    "edgefabric.dataflow": {"edgefabric.errors", "edgefabric.config"},
     "edgefabric.dynamic": {"edgefabric.errors", "edgefabric.secrets", "edgefabric.config",
-                           "edgefabric.traffic", "edgefabric.chain"},
+                           "edgefabric.traffic", "edgefabric.chain", "edgefabric.dataflow"},
     # Tiers declare resources; the typed failover spec is data, the only piece of traffic
     # they build. They never reach a chain or DNS client.
     "edgefabric.tiers": {"edgefabric.errors", "edgefabric.secrets", "edgefabric.config",
-                         "edgefabric.dynamic", "edgefabric.traffic.spec"},
+                         "edgefabric.dynamic", "edgefabric.traffic.spec", "edgefabric.dataflow"},
     "__main__": {"edgefabric.errors", "edgefabric.secrets", "edgefabric.config", "edgefabric.tiers"},
     "agent": {"edgefabric.errors", "edgefabric.secrets", "edgefabric.chain"},
-    "devenv": {"edgefabric.errors", "edgefabric.config"},
+    "devenv": {"edgefabric.errors", "edgefabric.config", "edgefabric.dataflow"},
 }
 ENGINE_FREE = ("edgefabric.errors", "edgefabric.secrets", "edgefabric.config", "edgefabric.chain",
-               "edgefabric.traffic", "edgefabric.controller")
+               "edgefabric.traffic", "edgefabric.controller", "edgefabric.dataflow", "edgefabric.simulate")
 
 
 def _module_name(path: Path) -> str:

@@ -33,8 +33,10 @@ import pulumi_kubernetes as k8s
 from edgefabric.config import AwsCloud, AzureCloud, Cloud, ClusterSize, CoreService, ExistingCluster, GcpCloud
 from edgefabric.tiers import secret_output
 from edgefabric.tiers.cloud_providers import CloudSettings, cloud_provider
+from edgefabric.tiers.images import KeycloakDatabase
 from edgefabric.tiers.labels import cloud_tags, k8s_labels
-from edgefabric.tiers.workloads import PodShape, default_limits, deploy_service
+from edgefabric.tiers.network_policies import listeners, namespace_policies
+from edgefabric.tiers.workloads import PodShape, default_limits, deploy_service, lb_annotations
 
 TIER = "core"
 CORE_NAMESPACE = "edgefabric-core"
@@ -147,11 +149,33 @@ class CloudCore(pulumi.ComponentResource):
                 provider=self.k8s_provider, parent=self,
                 service_type="LoadBalancer" if svc.kind == "api-gateway" else "ClusterIP",
                 autoscale=svc.autoscale,
+                database=self._database(svc, ns, labels) if svc.database else None,
+                service_annotations=lb_annotations(self.cloud) if svc.kind == "api-gateway" else None,
             )
             if svc.kind == "api-gateway" and ingress is None:
                 # Clouds answer with an IP (Azure, GCP) or a hostname (AWS NLB).
                 ingress = deployed.service.status.apply(_lb_address)
+        # Clients reach the gateway through its load balancer; the other services only in-tier.
+        namespace_policies(self.cloud, CORE_NAMESPACE,
+                           listeners(services, exposed=[s.name for s in services if s.kind == "api-gateway"]),
+                           labels=labels, provider=self.k8s_provider, namespace_resource=ns, parent=self)
         return ingress if ingress is not None else pulumi.Output.from_input("")
+
+
+    def _database(self, svc: CoreService, ns: pulumi.Resource, labels: dict[str, str]) -> KeycloakDatabase:
+        """The service's database password as a Kubernetes Secret (a secret Output from its
+        reference, never plain in state), and how the image reaches the database."""
+        db = svc.database
+        assert db is not None
+        where = f"core.services[{svc.name}].database.passwordRef"
+        secret_name = f"{svc.name}-db"
+        k8s.core.v1.Secret(
+            f"{self.cloud}-{svc.name}-db",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=secret_name, namespace=CORE_NAMESPACE, labels=labels),
+            string_data={"password": secret_output(db.password_ref, where)},
+            opts=pulumi.ResourceOptions(parent=self, provider=self.k8s_provider, depends_on=[ns]))
+        return KeycloakDatabase(jdbc_url=f"jdbc:postgresql://{db.host}:{db.port}/{db.name}?sslmode=require",
+                                username=db.username, password_secret=secret_name)
 
 
 def _build_cluster(args: CloudCoreArgs, tags: dict[str, str], parent: pulumi.Resource,

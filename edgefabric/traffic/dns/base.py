@@ -143,6 +143,23 @@ class DnsBackend(Protocol):
     def delete(self, spec: RecordSpec) -> None: ...
 
 
+def apply_records(backend: DnsBackend, items: Sequence[tuple[RecordSpec, Plan]]) -> ApplyResult:
+    """Every record's plan on one backend. A backend with `apply_many` batches them (one
+    Route53 ChangeBatch per 1,000 changes, one PowerDNS PATCH per zone, one Cloud DNS change
+    per zone); the others apply record by record (Traffic Manager: one call per profile,
+    which is per record and answer anyway)."""
+    many = getattr(backend, "apply_many", None)
+    if callable(many):
+        result: ApplyResult = many(items)
+        return result
+    changed, ids = False, []
+    for spec, plan in items:
+        one = backend.apply(spec, plan)
+        changed = changed or one.changed
+        ids += one.record_ids
+    return ApplyResult(changed, ids)
+
+
 def published_view(plan: Plan, supports_regions: bool) -> Published:
     """The part of a plan a backend can publish, with zero weights dropped."""
     answers = plan.weights() if supports_regions else {"default": plan.default}

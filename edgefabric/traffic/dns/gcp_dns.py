@@ -25,7 +25,7 @@ API root can point at a loopback fake via `api_endpoint`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,28 +121,37 @@ class GcpDnsBackend:
             for a, ans in plan.answers.items()
         }
 
-    def _existing(self, svc: Any, spec: RecordSpec, names: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
+    def _existing(
+        self, svc: Any, spec: RecordSpec, names: Iterable[str] = (), listed: list[dict[str, Any]] | None = None
+    ) -> dict[str, dict[str, Any]]:
         """Our A record sets: those with a wrr policy at N, at the exact `names` we are about to
         write, or one label below N with every address one of ours; anything else under N
-        (another team's weighted set at `legacy.N`) is not ours and never touched."""
+        (another team's weighted set at `legacy.N`) is not ours and never touched. `listed`:
+        the zone's rrsets already read (`_zone_rrsets`), for several records at once."""
         exact = set(names)
         fqdn = spec.fqdn()
         out: dict[str, dict[str, Any]] = {}
+        for rr in listed if listed is not None else self._zone_rrsets(svc):
+            name = rr.get("name", "")
+            if (
+                rr.get("type") == "A"
+                and (name == fqdn or name.endswith("." + fqdn))
+                and "wrr" in rr.get("routingPolicy", {})
+                and (name == fqdn or name in exact or self._our_policy(rr, name, spec))
+            ):
+                out[name] = rr
+        return out
+
+    def _zone_rrsets(self, svc: Any) -> list[dict[str, Any]]:
+        """Every rrset of the managed zone, page after page."""
+        out: list[dict[str, Any]] = []
         token = None
         while True:
             kwargs: dict[str, Any] = {"project": self.project, "managedZone": self.managed_zone}
             if token:
                 kwargs["pageToken"] = token
             resp = self._exec("rrsets.list", svc.resourceRecordSets().list(**kwargs))
-            for rr in resp.get("rrsets", []):
-                name = rr.get("name", "")
-                if (
-                    rr.get("type") == "A"
-                    and (name == fqdn or name.endswith("." + fqdn))
-                    and "wrr" in rr.get("routingPolicy", {})
-                    and (name == fqdn or name in exact or self._our_policy(rr, name, spec))
-                ):
-                    out[name] = rr
+            out += resp.get("rrsets", [])
             token = resp.get("nextPageToken")
             if not token:
                 return out
@@ -212,9 +221,32 @@ class GcpDnsBackend:
         )
 
     def apply(self, spec: RecordSpec, plan: Plan) -> ApplyResult:
+        return self.apply_many([(spec, plan)])
+
+    def apply_many(self, items: Sequence[tuple[RecordSpec, Plan]]) -> ApplyResult:
+        """Every record's plan in one change of the zone (Cloud DNS applies a change's
+        additions and deletions atomically), or none when nothing differs."""
         svc = self._service()
+        additions: list[dict[str, Any]] = []
+        deletions: list[dict[str, Any]] = []
+        ids: list[str] = []
+        listed = self._zone_rrsets(svc)  # once for every record
+        for spec, plan in items:
+            adds, dels, record_ids = self._diff(svc, spec, plan, listed)
+            additions += adds
+            deletions += dels
+            ids += record_ids
+        if not additions and not deletions:
+            return ApplyResult(changed=False, record_ids=ids)
+        self._change(svc, additions, deletions)
+        return ApplyResult(changed=True, record_ids=ids)
+
+    def _diff(
+        self, svc: Any, spec: RecordSpec, plan: Plan, listed: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+        """The additions and deletions that make the record answer `plan`, and its ids."""
         want = self.desired(spec, plan)
-        have = self._existing(svc, spec, names=want)
+        have = self._existing(svc, spec, names=want, listed=listed)
         additions, deletions = [], []
         for name, rr in want.items():
             cur = have.get(name)
@@ -227,10 +259,7 @@ class GcpDnsBackend:
             if name not in want:
                 deletions.append(self._as_request(cur))
         ids = [f"gcp_dns:{self.project}/{self.managed_zone}/{name}A" for name in want]
-        if not additions and not deletions:
-            return ApplyResult(changed=False, record_ids=ids)
-        self._change(svc, additions, deletions)
-        return ApplyResult(changed=True, record_ids=ids)
+        return additions, deletions, ids
 
     def delete(self, spec: RecordSpec) -> None:
         svc = self._service()

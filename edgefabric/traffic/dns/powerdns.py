@@ -16,6 +16,7 @@ there that we did not write is refused, never overwritten or deleted (see `is_ou
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -117,10 +118,10 @@ class PowerDnsBackend:
     def record_id(self, spec: RecordSpec) -> str:
         return f"powerdns:{self.server_id}/{self.zone}/{spec.fqdn()}/LUA"
 
-    def apply(self, spec: RecordSpec, plan: Plan) -> ApplyResult:
+    def _change(self, spec: RecordSpec, plan: Plan, current: dict | None) -> dict | None:
+        """The rrset REPLACE that makes the name answer `plan`; None when it already does."""
         wanted = published_view(plan, self.supports_regions)["default"]
         content = lua_content(wanted, spec)
-        current = self._rrset(spec)
         if current is not None and not is_ours(current):
             raise DnsBackendError(f"powerdns: a LUA record at {spec.fqdn()} that edgefabric did not write "
                                   f"(no {OWNER!r} comment): refusing to overwrite it")
@@ -130,22 +131,42 @@ class PowerDnsBackend:
             and [r["content"] for r in current.get("records", [])] == [content]
             and _marked(current)
         ):
-            return ApplyResult(changed=False, record_ids=[self.record_id(spec)])
-        body = {
-            "rrsets": [
-                {
-                    "name": spec.fqdn(),
-                    "type": "LUA",
-                    "ttl": spec.ttl,
-                    "changetype": "REPLACE",
-                    "records": [{"content": content, "disabled": False}],
-                    "comments": [{"account": OWNER, "content": f"edgefabric weighted failover for {spec.fqdn()}"}],
-                }
-            ]
+            return None
+        return {
+            "name": spec.fqdn(),
+            "type": "LUA",
+            "ttl": spec.ttl,
+            "changetype": "REPLACE",
+            "records": [{"content": content, "disabled": False}],
+            "comments": [{"account": OWNER, "content": f"edgefabric weighted failover for {spec.fqdn()}"}],
         }
-        retry(lambda: json_request("PATCH", self._zone_url(), self._headers(), body, timeout_s=self._timeout()),
+
+    def _patch(self, rrsets: list[dict]) -> None:
+        retry(lambda: json_request("PATCH", self._zone_url(), self._headers(), {"rrsets": rrsets},
+                                   timeout_s=self._timeout()),
               "powerdns apply")  # fmt: skip
-        return ApplyResult(changed=True, record_ids=[self.record_id(spec)])
+
+    def apply(self, spec: RecordSpec, plan: Plan) -> ApplyResult:
+        change = self._change(spec, plan, self._rrset(spec))
+        if change is not None:
+            self._patch([change])
+        return ApplyResult(changed=change is not None, record_ids=[self.record_id(spec)])
+
+    def apply_many(self, items: Sequence[tuple[RecordSpec, Plan]]) -> ApplyResult:
+        """Every record's plan in one PATCH of the zone (PowerDNS applies an rrset list
+        atomically): one GET of the zone's LUA rrsets, then nothing, or one PATCH."""
+        url = self._zone_url()
+        status, zone = retry(
+            lambda: json_request("GET", url, self._headers(), timeout_s=self._timeout(), ok_missing=True),
+            "powerdns read",
+        )
+        if status == 404 or zone is None:
+            raise DnsBackendError(f"powerdns: zone {self.zone!r} does not exist on {self.api_url}")
+        current = {r["name"]: r for r in zone.get("rrsets", []) if r["type"] == "LUA"}
+        changes = [c for spec, plan in items if (c := self._change(spec, plan, current.get(spec.fqdn()))) is not None]
+        if changes:
+            self._patch(changes)
+        return ApplyResult(changed=bool(changes), record_ids=[self.record_id(spec) for spec, _ in items])
 
     def delete(self, spec: RecordSpec) -> None:
         """Delete our LUA rrset at the name; anything else there (another type, or a LUA

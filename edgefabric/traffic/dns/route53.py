@@ -26,6 +26,7 @@ when the backend builds its client inside a call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,17 @@ _THROTTLE_CODES = {"Throttling", "ThrottlingException", "PriorRequestNotComplete
 # Every record set we create carries a SetIdentifier with this prefix; apply and delete touch
 # no other set (see `Route53Backend._ours`).
 OWN_PREFIX = "edgefabric-"
+# Route53 takes at most 1,000 ResourceRecord elements in one ChangeBatch, an UPSERT's
+# counted twice (`batch_cost`).
+MAX_CHANGES = 1000
+
+
+def batch_cost(change: dict[str, Any]) -> int:
+    """What one change counts against MAX_CHANGES: its ResourceRecord elements (an alias
+    has none; count it as one), twice for an UPSERT."""
+    rrset = change["ResourceRecordSet"]
+    records = max(1, len(rrset.get("ResourceRecords") or []))
+    return records * (2 if change["Action"] == "UPSERT" else 1)
 
 
 @dataclass
@@ -136,9 +148,18 @@ class Route53Backend:
         return (name == fqdn and "GeoLocation" in rr and answer is not None
                 and (ident == answer == DEFAULT_ANSWER or ident.startswith(f"{answer}-")))  # fmt: skip
 
-    def _existing(self, client: Any, zone_id: str, spec: RecordSpec) -> list[dict[str, Any]]:
-        """Our A record sets at N and below it (`_ours`); everything else there is left alone."""
+    def _existing(
+        self, client: Any, zone_id: str, spec: RecordSpec, listed: list[dict[str, Any]] | None = None
+    ) -> list[dict[str, Any]]:
+        """Our A record sets at N and below it (`_ours`); everything else there is left alone.
+        `listed`: the zone's sets already read (`_zone_sets`), for several records at once."""
         fqdn = spec.fqdn()
+        sets = listed if listed is not None else self._zone_sets(client, zone_id)
+        return [rr for rr in sets
+                if (rr["Name"] == fqdn or rr["Name"].endswith("." + fqdn)) and self._ours(rr, rr["Name"], spec)]
+
+    def _zone_sets(self, client: Any, zone_id: str) -> list[dict[str, Any]]:
+        """Every A set with a SetIdentifier in the zone, names unescaped."""
         out: list[dict[str, Any]] = []
         # Scan the whole zone: servers differ in how StartRecordName orders sub-names
         # (Route53 sorts by reversed labels), and our names are few.
@@ -146,17 +167,13 @@ class Route53Backend:
         while True:
             resp = self._call("ListResourceRecordSets", client.list_resource_record_sets, **kwargs)
             for rr in resp.get("ResourceRecordSets", []):
-                name = _unescape(rr["Name"])
-                if name != fqdn and not name.endswith("." + fqdn):
-                    continue
                 if rr["Type"] == "A" and "SetIdentifier" in rr:
-                    rr = dict(rr, Name=name)
+                    rr = dict(rr, Name=_unescape(rr["Name"]))
                     if "AliasTarget" in rr:
                         rr["AliasTarget"] = dict(
                             rr["AliasTarget"], DNSName=_unescape(rr["AliasTarget"]["DNSName"])
                         )
-                    if self._ours(rr, name, spec):
-                        out.append(rr)
+                    out.append(rr)
             if not resp.get("IsTruncated"):
                 return out
             kwargs = {
@@ -238,8 +255,49 @@ class Route53Backend:
     def apply(self, spec: RecordSpec, plan: Plan) -> ApplyResult:
         client = self._client()
         zone_id = self._zone_id(client)
+        changes, ids = self._changes(spec, plan, zone_id, self._existing(client, zone_id, spec))
+        if not changes:
+            return ApplyResult(changed=False, record_ids=ids)
+        self._send(client, zone_id, changes)
+        return ApplyResult(changed=True, record_ids=ids)
+
+    def apply_many(self, items: Sequence[tuple[RecordSpec, Plan]]) -> ApplyResult:
+        """Every record's plan with one listing of the zone and as few ChangeBatches as
+        Route53 allows (`MAX_CHANGES` ResourceRecord elements each, see `batch_cost`); a
+        record's changes never straddle two batches, so each record still moves all at once."""
+        client = self._client()
+        zone_id = self._zone_id(client)
+        listed = self._zone_sets(client, zone_id)
+        batches: list[list[dict[str, Any]]] = [[]]
+        cost = 0
+        ids: list[str] = []
+        for spec, plan in items:
+            changes, record_ids = self._changes(spec, plan, zone_id, self._existing(client, zone_id, spec, listed))
+            ids += record_ids
+            more = sum(batch_cost(c) for c in changes)
+            if batches[-1] and cost + more > MAX_CHANGES:
+                batches.append([])
+                cost = 0
+            batches[-1] += changes
+            cost += more
+        for batch in batches:
+            if batch:
+                self._send(client, zone_id, batch)
+        return ApplyResult(changed=any(batches), record_ids=ids)
+
+    def _send(self, client: Any, zone_id: str, changes: list[dict[str, Any]]) -> None:
+        self._call(
+            "ChangeResourceRecordSets",
+            client.change_resource_record_sets,
+            HostedZoneId=zone_id,
+            ChangeBatch={"Comment": "edgefabric weighted failover", "Changes": changes},
+        )
+
+    def _changes(
+        self, spec: RecordSpec, plan: Plan, zone_id: str, have: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """The changes that make the record answer `plan`, and its record ids."""
         want = self.desired(spec, plan, zone_id)
-        have = self._existing(client, zone_id, spec)
         key = lambda rr: (rr["Name"], rr["SetIdentifier"])  # noqa: E731
         have_by = {key(rr): _normal(rr) for rr in have}
         want_by = {key(rr): _normal(rr) for rr in want}
@@ -253,15 +311,7 @@ class Route53Backend:
             if have_by.get(k) != rr:
                 changes.append({"Action": "UPSERT", "ResourceRecordSet": rr})
         ids = [f"route53:{zone_id}/{rr['Name']}A/{rr['SetIdentifier'].removeprefix(OWN_PREFIX)}" for rr in want]
-        if not changes:
-            return ApplyResult(changed=False, record_ids=ids)
-        self._call(
-            "ChangeResourceRecordSets",
-            client.change_resource_record_sets,
-            HostedZoneId=zone_id,
-            ChangeBatch={"Comment": "edgefabric weighted failover", "Changes": changes},
-        )
-        return ApplyResult(changed=True, record_ids=ids)
+        return changes, ids
 
     def delete(self, spec: RecordSpec) -> None:
         client = self._client()

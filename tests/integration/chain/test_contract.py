@@ -165,13 +165,46 @@ def test_unknown_service(reg: Deployed) -> None:
 
 def test_only_the_owner_can_heartbeat_update_or_deregister(reg: Deployed) -> None:
     sid = register(reg.owner)
-    for call in (lambda: reg.other.heartbeat(sid, "api@1.0.0"),
-                 lambda: reg.other.update(sid, ["https://evil"], "", "api@1.0.0"),
-                 lambda: reg.other.deregister(sid, "api@1.0.0")):
-        err = reverts("NotServiceOwner", call)
-        assert "api@1.0.0" in str(err) and reg.other.client.address.lower() in str(err).lower()
+    for error, call in (("NotHeartbeatSender", lambda: reg.other.heartbeat(sid, "api@1.0.0")),
+                        ("NotServiceOwner", lambda: reg.other.update(sid, ["https://evil"], "", "api@1.0.0")),
+                        ("NotServiceOwner", lambda: reg.other.deregister(sid, "api@1.0.0")),
+                        ("NotServiceOwner", lambda: reg.other.set_delegate(sid, reg.other.client.address))):
+        err = reverts(error, call)
+        assert "api@1.0.0" in str(err) or sid[2:] in str(err)
+        assert reg.other.client.address.lower() in str(err).lower()
     rec = reg.owner.get_service(sid)
     assert rec is not None and rec.endpoints == EPS and rec.is_active
+
+
+def test_a_delegate_can_heartbeat_and_nothing_else(reg: Deployed) -> None:
+    """Clusters' keys (delegates) keep the service alive but cannot redirect its endpoints,
+    deregister it, or pass the right on; the owner can still beat, and can revoke them."""
+    sid = register(reg.owner, name="delegated")
+    cluster, second = reg.other, reg.third
+    result = reg.owner.set_delegate(sid, cluster.client.address, "delegated@1.0.0")
+    (ev,) = events(reg.owner, result, "HeartbeatDelegateSet")
+    assert ev["args"]["delegate"] == cluster.client.address and ev["args"]["allowed"] is True
+    reg.owner.set_delegate(sid, second.client.address)  # a second cluster: the mapping path
+    assert reg.owner.is_delegate(sid, cluster.client.address) and reg.owner.is_delegate(sid, second.client.address)
+    assert not reg.owner.is_delegate(sid, reg.owner.client.address)
+    start = reg.owner.get_service(sid).last_heartbeat  # type: ignore[union-attr]
+    reg.set_next_timestamp(start + 10)
+    (beat,) = events(reg.owner, cluster.heartbeat(sid), "ServiceHeartbeat")
+    assert beat["args"]["sender"] == cluster.client.address
+    assert reg.owner.get_service(sid).last_heartbeat == start + 10  # type: ignore[union-attr]
+    second.heartbeat(sid)
+    for who in (cluster, second):
+        reverts("NotServiceOwner", who.update, sid, ["https://evil"], "", "delegated")
+        reverts("NotServiceOwner", who.deregister, sid, "delegated")
+        reverts("NotServiceOwner", who.set_delegate, sid, who.client.address, "delegated")
+        reverts("NotServiceOwner", who.revoke_delegate, sid, reg.owner.client.address, "delegated")
+    reg.owner.heartbeat(sid)  # the owner keeps the right
+    assert reg.owner.get_service(sid).endpoints == EPS  # type: ignore[union-attr]
+    for who in (cluster, second):  # revoked: a rotated or lost key
+        reg.owner.revoke_delegate(sid, who.client.address, "delegated")
+        assert not reg.owner.is_delegate(sid, who.client.address)
+        reverts("NotHeartbeatSender", who.heartbeat, sid)
+    reg.owner.heartbeat(sid)
 
 
 # ----------------------------------------------------------------------------- heartbeat, update, expiry

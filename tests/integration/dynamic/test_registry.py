@@ -299,3 +299,99 @@ def test_a_provider_class_that_moves_gets_a_new_provider_version(cls: type) -> N
     assert len(set(PROVIDER_HOMES.values())) == len(PROVIDER_HOMES)
     # What the state holds is a reference by module path, not the code itself.
     assert cls.__module__.encode() in dill.dumps(cls(), recurse=True)
+
+
+def test_an_expired_registration_is_registered_again_by_a_plain_up(
+    anvil: AnvilProcess, key: str, contract: dict[str, Any]
+) -> None:
+    """An RPC outage longer than the TTL expires the service; diff sees it on chain (no refresh),
+    plans a delete-then-create of the same id, and the create registers it again."""
+    p = configured(ServiceRegistrationProvider, key)
+    news = props(anvil, key, contract, "expires", ttl=3)
+    outs = p.create(news).outs
+    assert outs is not None
+    sid = outs["service_id"]
+    assert p.diff(sid, outs, news).changes is False  # alive: nothing to do
+    w3 = connect(anvil.rpc_url)
+    w3.provider.make_request("evm_mine", [int(w3.eth.get_block("latest")["timestamp"]) + 10])  # type: ignore[arg-type]
+    diff = p.diff(sid, outs, news)
+    assert diff.replaces == ["service_id"] and diff.delete_before_replace is True
+    p.delete(sid, outs)  # expired: nothing to deregister
+    assert p.create(news).outs["service_id"] == sid
+    assert registry(anvil, key, contract["address"]).is_alive(sid)
+    unreachable = outs | {"rpc_url": "http://127.0.0.1:9"}
+    assert p.diff(sid, unreachable, news | {"rpc_url": "http://127.0.0.1:9"}).replaces == []  # unsure: no replace
+
+
+def test_heartbeat_delegate_is_funded_beats_only_and_rotates(
+    anvil: AnvilProcess, key: str, contract: dict[str, Any]
+) -> None:
+    """A cluster's key: generated, funded, a delegate of each service; it can heartbeat but not
+    change endpoints. Rotation (a new `rotation` value) makes a new key a delegate, then the old
+    one's delete revokes it and sweeps its funds back to the owner."""
+    from edgefabric.dynamic.registry import HeartbeatDelegateProvider
+
+    services = configured(ServiceRegistrationProvider, key)
+    ids = [services.create(props(anvil, key, contract, f"delegated-{i}")).outs["service_id"]  # type: ignore[index]
+           for i in range(2)]
+    p = configured(HeartbeatDelegateProvider, key)
+    base = {"rpc_url": anvil.rpc_url, "chain_id": 31337, "contract_address": contract["address"],
+            "service_ids": ids, "funding_wei": 10**16, "rotation": "1", "marks": [],
+            "deployer_key": key, "deployer_key_ref": "config:deployerKey", "provider_version": PROVIDER_VERSION}
+    assert p.check({}, base | {"service_ids": ["0x12"]}).failures[0].property == "service_ids"
+    created = p.create(base)
+    outs = created.outs
+    assert outs is not None and created.id == outs["address"] != load_account(key).address
+    assert "deployer_key" not in outs and outs["funded_wei"] == 10**16
+    owner = registry(anvil, key, contract["address"])
+    cluster = registry(anvil, outs["private_key"], contract["address"])
+    assert cluster.client.balance(outs["address"]) == 10**16
+    assert all(owner.is_delegate(i, outs["address"]) for i in ids)
+    cluster.heartbeat(ids[0])  # the cluster's key keeps the service alive ...
+    with pytest.raises(TransactionReverted) as info:  # ... and cannot redirect it
+        cluster.update(ids[0], ["https://evil"], "")
+    assert info.value.error_name == "NotServiceOwner"
+
+    # One service dropped: its delegation is revoked; the other stays.
+    updated = p.update(outs["address"], outs, base | {"service_ids": ids[1:]}).outs
+    assert updated["private_key"] == outs["private_key"]
+    assert not owner.is_delegate(ids[0], outs["address"]) and owner.is_delegate(ids[1], outs["address"])
+
+    # Rotation: replace (create the new key first), then delete the old one.
+    news = base | {"service_ids": ids[1:], "rotation": "2"}
+    assert p.diff(outs["address"], updated, news).replaces == ["rotation"]
+    fresh = p.create(news).outs
+    assert fresh is not None and fresh["address"] != outs["address"]
+    before = owner.client.balance(owner.client.address)
+    p.delete(outs["address"], updated)
+    assert not owner.is_delegate(ids[1], outs["address"]) and owner.is_delegate(ids[1], fresh["address"])
+    assert cluster.client.balance(outs["address"]) < 10**15  # swept back, less the fee
+    assert owner.client.balance(owner.client.address) > before
+    with pytest.raises(TransactionReverted) as info:
+        cluster.heartbeat(ids[1])
+    assert info.value.error_name == "NotHeartbeatSender"
+
+
+def test_deployer_key_rotation_registers_under_the_new_key_and_leaves_the_old_to_expire(
+    anvil: AnvilProcess, contract: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new deployer key gives new service ids (the owner is part of the id): diff replaces,
+    create registers under the new key, and the old entry's delete, run with the new key, says
+    it is left to expire instead of failing on NotServiceOwner."""
+    old_key, new_key = anvil.private_keys[5], anvil.private_keys[6]
+    before = props(anvil, old_key, contract, "rotated", ttl=30)
+    old_outs = configured(ServiceRegistrationProvider, old_key).create(before).outs
+    assert old_outs is not None
+    rotated = configured(ServiceRegistrationProvider, new_key)
+    after = props(anvil, new_key, contract, "rotated", ttl=30)
+    assert rotated.diff(old_outs["service_id"], old_outs, after).replaces == ["deployer_key"]
+    new_outs = rotated.create(after).outs
+    assert new_outs is not None and new_outs["service_id"] != old_outs["service_id"]
+    with caplog.at_level("WARNING", logger="edgefabric.dynamic.registry"):
+        rotated.delete(old_outs["service_id"], old_outs | {"deployer_key_ref": "config:deployerKey"})
+    assert "a rotated key" in caplog.text and "left to expire within its ttl of 30s" in caplog.text
+    reader = registry(anvil, new_key, contract["address"])
+    assert reader.is_alive(new_outs["service_id"]) and reader.is_alive(old_outs["service_id"])
+    # With the old key the old entry can still be removed at once.
+    configured(ServiceRegistrationProvider, old_key).delete(old_outs["service_id"], old_outs)
+    assert not reader.is_alive(old_outs["service_id"])

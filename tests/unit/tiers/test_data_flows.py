@@ -3,7 +3,10 @@ into the regions' and sites' own brokers, and every private key kept secret."""
 
 from __future__ import annotations
 
+import base64
 import copy
+import io
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -30,7 +33,9 @@ def _one(rendered: Rendered, typ: str, name: str) -> Registered:
 
 
 def test_without_data_flows_nothing_of_them_is_registered() -> None:
-    rendered = render(copy.deepcopy(STAGING), stack="staging")
+    raw = copy.deepcopy(STAGING)
+    raw.pop("dataFlows", None)
+    rendered = render(raw, stack="staging")
     assert not [r for r in rendered.resources if "dataflow" in r.type or "pki" in r.type]
     assert "dataFlows" not in rendered.outputs
 
@@ -90,3 +95,25 @@ def test_every_private_key_is_secret(rendered: Rendered) -> None:
     assert "stdin" in native.secret_inputs
     assert native.inputs["create"].startswith("base64 -d | sudo tar -xzf - -C /")
     assert "PRIVATE KEY" not in native.inputs["create"]
+
+
+def test_a_native_brokers_keys_are_its_credentials_and_its_data_its_state(rendered: Rendered) -> None:
+    """The unit runs as a DynamicUser (edge_sites.systemd_unit): the keys go root-only into the
+    directory it loads credentials from, and the broker reads them where systemd puts them."""
+    native = _one(rendered, "command:remote:Command", "wind-farm-north-sea-sensor-ingest")
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(native.inputs["stdin"]))) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        # Where the unit's ExecStart reads it (staging: `mosquitto -c /etc/mosquitto/mosquitto.conf`).
+        conf = tar.extractfile(members["etc/mosquitto/mosquitto.conf"])
+        assert conf is not None
+        text = conf.read().decode()
+    key = members["etc/edgefabric/credentials/sensor-ingest/server.key"]
+    assert key.mode == 0o600
+    assert not [name for name in members if name.endswith(".key") and "/credentials/" not in name]
+    run = "/run/credentials/edgefabric-sensor-ingest.service"
+    assert f"keyfile {run}/server.key\n" in text and f"cafile {run}/ca.crt\n" in text
+    assert "persistence_location /var/lib/edgefabric/sensor-ingest/\n" in text
+    assert "acl_file /etc/mosquitto/acl\n" in text and "etc/mosquitto/acl" in members
+    # The unit the command writes loads that directory and owns that state directory.
+    assert "LoadCredential=sensor-ingest:/etc/edgefabric/credentials/sensor-ingest" in native.inputs["create"]
+    assert "StateDirectory=edgefabric/sensor-ingest" in native.inputs["create"]

@@ -50,13 +50,45 @@ def expected_counts(cfg: StackConfig) -> Counter[str]:
     registry = cfg.registry is not None and cfg.registry.enabled
     want["edgefabric:registry:BlockchainRegistry"] = int(registry)
     want["pulumi-python:dynamic/registry:RegistryContract"] = int(registry)
-    want["pulumi-python:dynamic/registry:ServiceRegistration"] = len(core) if registry else 0
+    # Core, regional and edge services alike.
+    want["pulumi-python:dynamic/registry:ServiceRegistration"] = (
+        len(core) + len(regional) + sum(len(s.services) for s in cfg.edge.sites)) if registry else 0
+    # The deployment ledger: its contract and this deployment's entry.
+    want["edgefabric:ledger:DeploymentLedger"] = int(registry)
+    want["pulumi-python:dynamic/ledger:LedgerContract"] = int(registry)
+    want["pulumi-python:dynamic/ledger:DeploymentRecord"] = int(registry)
     if registry:  # a heartbeat agent, its namespace and its key Secret on every core cluster
         want["kubernetes:apps/v1:Deployment"] += len(clouds)
         want["kubernetes:core/v1:Namespace"] += len(clouds)
     want["kubernetes:core/v1:Secret"] = len(clouds) if registry else 0
+    # Keycloak's database password, on every core cluster.
+    want["kubernetes:core/v1:Secret"] += sum(1 for s in core if s.database) * len(clouds)
     want["edgefabric:traffic:GlobalTraffic"] = int(cfg.dns is not None)
-    want["pulumi-python:dynamic/failover:WeightedFailover"] = int(cfg.dns is not None)
+    # One per published name (`dns.recordName` and `dns.records`).
+    want["pulumi-python:dynamic/failover:WeightedFailover"] = len(cfg.dns.all_records) if cfg.dns else 0
+    if cfg.dns is not None and cfg.dns.controller.deploy:
+        # The failover controller on every core cluster: its namespace, Deployment, env Secret,
+        # and a Secret of the other clusters' kubeconfigs when there are others.
+        want["kubernetes:apps/v1:Deployment"] += len(clouds)
+        want["kubernetes:core/v1:Namespace"] += len(clouds)
+        want["kubernetes:core/v1:Secret"] += len(clouds) * (2 if len(clouds) > 1 else 1)
+    flows = cfg.data_flows if cfg.data_flows is not None and cfg.data_flows.enabled else None
+    want["edgefabric:dataflow:DataFlows"] = int(flows is not None)
+    want["pulumi-python:dynamic/pki:CertificateAuthority"] = int(flows is not None)
+    want["pulumi-python:dynamic/pki:Certificate"] = 0
+    if flows is not None:
+        # A core broker on every cloud that hosts a region (namespace, Deployment, Service);
+        # each region's a LoadBalancer `mqtt-bridge`; every broker (core, region, and each
+        # site's) a certificate Secret, a server and a local-client certificate, and every
+        # broker with an upstream one bridge certificate more.
+        core_clouds = {r.cloud for r in cfg.regions}
+        brokers = len(core_clouds) + len(cfg.regions) + len(flows.sites)
+        want["kubernetes:apps/v1:Deployment"] += len(core_clouds)
+        want["kubernetes:core/v1:Namespace"] += len(core_clouds)
+        want["kubernetes:core/v1:Service"] += len(core_clouds) + len(cfg.regions)
+        want["kubernetes:core/v1:Secret"] += len(core_clouds) + len(cfg.regions) + sum(
+            1 for s in k8s_sites if s.name in flows.sites)
+        want["pulumi-python:dynamic/pki:Certificate"] = 2 * brokers + (brokers - len(core_clouds))
     # Native checkers need the cloud's provider: none on an existing cluster.
     route53 = cfg.dns is not None and cfg.dns.backends.route53 is not None and "aws" in created
     want["aws:route53/healthCheck:HealthCheck"] = len(cfg.clouds.enabled) if route53 else 0

@@ -52,6 +52,7 @@ def traffic_args(cfg: StackConfig, addresses: dict[str, Any],
     assert cfg.dns is not None
     return GlobalTrafficArgs(
         dns=cfg.dns, strategy=cfg.strategies[cfg.dns.strategy], routing=cfg.routing,
+        strategies=cfg.strategies, action=cfg.failover.action,
         health_check=cfg.health_check, addresses=addresses, environment=cfg.environment, tags=cfg.tags,
         health_urls={c: ep.health_url for c in cfg.clouds.enabled
                      if (ep := cfg.clouds.get(c).ingress) is not None and ep.health_url},
@@ -94,7 +95,14 @@ def test_global_traffic_renders(stack: str, monkeypatch: pytest.MonkeyPatch) -> 
             by_type: dict[str, list[pmocks.MockResourceArgs]] = {}
             for r in mocks.resources:
                 by_type.setdefault(r.typ, []).append(r)
-            (fo,) = by_type[FAILOVER_TYPE]
+            # One WeightedFailover per published name, each following its own strategy.
+            failovers = {r.inputs["record_name"]: r for r in by_type[FAILOVER_TYPE]}
+            assert list(failovers) == [r.name for r in cfg.dns.all_records]
+            for record in cfg.dns.all_records:
+                got = FailoverSpec.from_inputs(failovers[record.name].inputs)
+                want = FailoverSpec.from_config(cfg, endpoints, record=record)
+                assert got.strategy == want.strategy and got.strategy.order[0] == cfg.strategies[record.strategy].primary
+            fo = failovers[cfg.dns.record_name]
             inputs = fo.inputs
             # The inputs are the typed spec, serialised, with the addresses laid over it.
             spec = FailoverSpec.from_inputs(inputs)
