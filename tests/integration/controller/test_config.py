@@ -61,7 +61,7 @@ def test_the_controller_publishes_what_the_resource_publishes(tmp_path: Path) ->
 def test_a_cloud_without_an_address_names_its_ingress_key(tmp_path: Path) -> None:
     # aws's core is provisioned by the stack: its address is an output the controller cannot read.
     clouds = {"aws": {"enabled": True}, "azure": {"enabled": True, "ingress": {"address": "127.0.1.2"}}}
-    cfg = load_stack_file(write_stack(tmp_path, clouds=clouds, core={"clusters": {"aws": {"machineType": "m7i.large"}}}))
+    cfg = load_stack_file(write_stack(tmp_path, clouds=clouds, core={"clusters": {"aws": {"machineType": "m7i.large", "apiAccess": "runner"}}}))
     with pytest.raises(ConfigError, match=r"edgefabric:clouds\.aws\.ingress = None: .*EDGEFABRIC_ENDPOINT_AWS"):
         ingress_addresses(cfg)
 

@@ -94,7 +94,8 @@ def test_one_writer_takeover_and_pulumi_up_follows(
         monkeypatch.setenv(LEASE_FILE_ENV, str(lease_file))
         monkeypatch.setenv("EDGEFABRIC_SECRET_POWERDNSAPIKEY", pdns.api_key)
         outs = WeightedFailoverProvider().create(props).outs
-        assert outs["plan"]["answers"]["default"]["weights"] == {"aws": 67, "azure": 0, "gcp": 33}
+        # route-to-secondary (the default action): azure's share goes to the next cloud in priority order.
+        assert outs["plan"]["answers"]["default"]["weights"] == {"aws": 50, "azure": 0, "gcp": 50}
         assert outs["health"]["azure"]["healthy"] is False and outs["backend_status"] == {"powerdns": "ok"}
         assert _lua(pdns, record) == before
         endpoints.stop("azure")
