@@ -380,24 +380,20 @@ class Controller:
             if not self._may_write():
                 raise LeaseLost("the lease lapsed before the call: not applied")
             shared = [r for r in self.records if self._same_settings(r, b.name)]
-            result = apply_records(b, [(specs[r.record_name], p[r.record_name]) for r in shared])
-            changed, ids = result.changed, list(result.record_ids)
-            own = [r for r in self.records if r not in shared]
 
-            def apply_own(r: FailoverSpec) -> ApplyResult:
+            def own_backend(r: FailoverSpec) -> DnsBackend:
                 backend = build_backends(r.backends, only=[b.name])[0]
                 if hasattr(backend, "call_timeout_s"):
                     backend.call_timeout_s = self.apply_timeout_s
-                return backend.apply(specs[r.record_name], p[r.record_name])
+                return backend
 
-            if own:
-                # Each such name is its own profiles, its own requests: a few at a time, so 100
-                # names cost a few round trips' worth of waiting, not 100.
-                with ThreadPoolExecutor(max_workers=OWN_SETTINGS_CONCURRENCY,
-                                        thread_name_prefix=f"dns-{b.name}") as pool:  # fmt: skip
-                    for one in pool.map(apply_own, own):
-                        changed, ids = changed or one.changed, ids + one.record_ids
-            return ApplyResult(changed, ids)
+            # A name with its own settings (its own Traffic Manager profiles) goes in the same
+            # call, written by a backend built from them; Traffic Manager reads the resource
+            # group once for all of them.
+            own = [(own_backend(r), specs[r.record_name], p[r.record_name])
+                   for r in self.records if r not in shared]  # fmt: skip
+            return apply_records(b, [(specs[r.record_name], p[r.record_name]) for r in shared], own,
+                                 concurrency=OWN_SETTINGS_CONCURRENCY)
 
         out: dict[str, Call | None] = {}
         for b in backends:

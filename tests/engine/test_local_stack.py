@@ -199,10 +199,19 @@ def test_refresh_sees_drift_and_up_repairs_it(stack: LocalStack) -> None:
     stack.engine.run("preview", "--expect-no-changes", "--stack", STACK)
 
 
+LEDGER = "pulumi-python:dynamic/ledger:DeploymentRecord"
+DELEGATE = "pulumi-python:dynamic/registry:HeartbeatDelegate"
+
+
 def registry_steps(steps: dict[str, list[str]]) -> dict[str, list[str]]:
-    """The steps without the Kubernetes objects (the edited service's Deployment and Service on
-    each cluster change with it)."""
-    return {op: kept for op, labels in steps.items() if (kept := [x for x in labels if not x.startswith("kubernetes:")])}
+    """The registrations' steps. The Kubernetes objects of the edited service change with it;
+    the ledger records every config change (a new entry); the clusters' heartbeat delegates
+    take the services' ids as inputs, so they show an update whenever a registration changes,
+    and must never be replaced (a new key per edit would defeat rotation)."""
+    for op, labels in steps.items():
+        assert op != "replace" or not any(x.startswith(DELEGATE) for x in labels), steps
+    assert any(x.startswith(LEDGER) for x in steps.get("update", []) + steps.get("create", [])), steps
+    return {op: kept for op, labels in steps.items() if (kept := [x for x in labels if x.startswith(SERVICE)])}
 
 
 def _edit_service(stack: LocalStack, name: str, edit: Any) -> None:

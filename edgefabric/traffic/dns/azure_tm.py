@@ -12,7 +12,9 @@ Published for a record (profile P, relative DNS name R):
   `Geographic` profile `P-geo` whose nested endpoints map each rule's regions
   to its child profile and `WORLD` to P. Users then resolve `R-geo`.
 Each profile is written with one PUT carrying its endpoints, so a profile is
-never half-updated; unchanged profiles are not written (idempotent).
+never half-updated; unchanged profiles are not written (idempotent). A round reads the
+resource group with one list call (whole profiles, endpoints included) for every name it
+applies (`apply_profiles`), so a round where nothing changed is one request, not four a name.
 
 Only our records: every profile we write carries the tags `edgefabric-record` (the record
 it publishes) and `edgefabric-endpoints` (the endpoints we put in it). Apply and delete
@@ -29,12 +31,16 @@ policy's https check is relaxed for that request.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from edgefabric.traffic.dns.base import (
     ApplyResult,
+    DnsBackend,
     DnsBackendError,
     HealthSettings,
     Published,
@@ -57,6 +63,34 @@ ENDPOINTS_TAG = "edgefabric-endpoints"
 RELEASED_TAG = "edgefabric-released"
 # An endpoint as it may be written back: the service adds `id` and `endpointMonitorStatus`.
 _ENDPOINT_READ_ONLY = ("endpointMonitorStatus",)
+# Names of one round written at once (`apply_profiles`): each write is its own PUT, and 100
+# changed names should cost a few round trips' worth of waiting, not 100.
+WRITE_CONCURRENCY = 16
+
+
+class _Listed:
+    """A resource group's profiles as one list call returned them, kept current with what
+    the round writes: every name of a round reads it instead of the service. Profile names
+    are case-insensitive in Azure, so it is keyed by the lowercased name."""
+
+    def __init__(self, profiles: dict[str, dict[str, Any]]) -> None:
+        self._profiles = profiles
+        self._lock = threading.Lock()  # names are written from several threads (`apply_profiles`)
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._profiles.get(name.lower())
+
+    def put(self, name: str, body: dict[str, Any] | None) -> None:
+        with self._lock:
+            if body is None:
+                self._profiles.pop(name.lower(), None)
+            else:
+                self._profiles[name.lower()] = body
+
+    def values(self) -> Iterator[dict[str, Any]]:
+        with self._lock:
+            return iter(list(self._profiles.values()))
 
 
 def monitor_config(h: HealthSettings) -> dict[str, Any]:
@@ -292,21 +326,27 @@ class AzureTmBackend:
                 return None
             raise
 
-    def _existing_profiles(self, client: Any, spec: RecordSpec) -> dict[str, dict[str, Any]]:
-        """Our profiles in the resource group (`_ours`); a profile someone else keeps under a
-        name like ours is left out, and so never deleted."""
-        out: dict[str, dict[str, Any]] = {}
-        items = self._call(
+    def _list(self, client: Any) -> _Listed:
+        """Every profile of the resource group, in one list call: the list answers whole
+        profiles (tags, dnsConfig, endpoints), as a GET does, so nothing is re-read by name."""
+        items: list[dict[str, Any]] = self._call(
             "list profiles",
-            lambda **kw: list(client.profiles.list_by_resource_group(self.resource_group, **kw)),
-        )
-        found: dict[str, dict[str, Any]] = {}
-        for item in items:
-            name = str(item["name"])
-            if name == self.profile_name or name.startswith(self.profile_name + "-"):
-                got = self._get(client, name)
-                if got is not None:
-                    found[name] = got
+            lambda **kw: list(client.profiles.list_by_resource_group(
+                self.resource_group, cls=lambda page: [p.as_dict() for p in page], **kw)),
+        )  # fmt: skip
+        return _Listed({str(p["name"]).lower(): p for p in items})
+
+    def _existing_profiles(
+        self, client: Any, spec: RecordSpec, listed: _Listed | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Our profiles in the resource group (`_ours`), from `listed` (or one list call); a
+        profile someone else keeps under a name like ours is left out, and so never deleted."""
+        out: dict[str, dict[str, Any]] = {}
+        found = {
+            str(got["name"]): got
+            for got in (listed if listed is not None else self._list(client)).values()
+            if got["name"] == self.profile_name or str(got["name"]).startswith(self.profile_name + "-")
+        }
         geo = found.get(self.geo_profile())
         children = set()
         if geo is not None and self._ours(self.geo_profile(), geo, spec):
@@ -380,11 +420,24 @@ class AzureTmBackend:
         return True
 
     def apply(self, spec: RecordSpec, plan: Plan) -> ApplyResult:
-        client = self._client()
+        return self.apply_many([(spec, plan)])
+
+    def apply_many(self, items: Sequence[tuple[RecordSpec, Plan]]) -> ApplyResult:
+        return apply_profiles([(self, spec, plan) for spec, plan in items])
+
+    @staticmethod
+    def apply_group(work: Sequence[tuple[DnsBackend, RecordSpec, Plan]]) -> ApplyResult:
+        """Names with backends of their own settings together (`apply_records`'s `own`)."""
+        return apply_profiles(work)
+
+    def _apply_listed(self, client: Any, listed: _Listed, spec: RecordSpec, plan: Plan) -> ApplyResult:
+        """One record against the round's listing: a PUT per profile that differs from its
+        plan, a delete (or release) per profile of ours the plan no longer has; nothing else.
+        What it writes goes back into `listed`, so later reads see it as a GET would."""
         changed = False
         wanted = self.desired(spec, plan)
         for profile, body in wanted.items():
-            current = self._get(client, profile)
+            current = listed.get(profile)
             if current is not None and not self._ours(profile, current, spec, adopt=True):
                 raise DnsBackendError(f"azure_tm: profile {profile!r} exists and is not edgefabric's for "
                                       f"{spec.fqdn()} (no {OWNER_TAG} tag): refusing to overwrite it")
@@ -393,22 +446,33 @@ class AzureTmBackend:
             body["properties"]["endpoints"] += self._foreign_endpoints(current, ours)
             if self._same(current, body):
                 continue
-            self._call("put profile", client.profiles.create_or_update, self.resource_group, profile, body)
+            listed.put(profile, self._put(client, profile, body))
             changed = True
         # Drop what an older plan published and this one does not (rule removed, rules -> none).
-        for profile, current in sorted(self._existing_profiles(client, spec).items()):
+        for profile, current in sorted(self._existing_profiles(client, spec, listed).items()):
             if profile not in wanted and profile != self.profile_name:
-                self._remove(client, profile, current, spec)
+                listed.put(profile, self._remove(client, profile, current, spec))
                 changed = True
         return ApplyResult(changed=changed, record_ids=[self.profile_id(p) for p in wanted])
 
-    def _remove(self, client: Any, profile: str, current: dict[str, Any], spec: RecordSpec) -> None:
+    def _put(self, client: Any, profile: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT one profile; the profile as the service now holds it."""
+        got: dict[str, Any] = self._call(
+            "put profile", client.profiles.create_or_update, self.resource_group, profile, body,
+            cls=lambda resp, _d, _h: resp.http_response.json(),
+        )  # fmt: skip
+        return got
+
+    def _remove(
+        self, client: Any, profile: str, current: dict[str, Any], spec: RecordSpec
+    ) -> dict[str, Any] | None:
         """Take our part out of a profile of ours: delete it, or, when someone else added
-        endpoints to it, write it back with just theirs, our tags replaced by RELEASED_TAG."""
+        endpoints to it, write it back with just theirs, our tags replaced by RELEASED_TAG.
+        What is left of it (None when deleted)."""
         foreign = self._foreign_endpoints(current, set())
         if not foreign:
             self._delete_profile(client, profile)
-            return
+            return None
         props = {k: v for k, v in current.get("properties", {}).items()
                  if k in ("profileStatus", "trafficRoutingMethod", "dnsConfig", "monitorConfig")}  # fmt: skip
         props["dnsConfig"] = {k: v for k, v in props.get("dnsConfig", {}).items() if k in ("relativeName", "ttl")}
@@ -417,7 +481,7 @@ class AzureTmBackend:
         tags = {k: v for k, v in (current.get("tags") or {}).items() if k not in (OWNER_TAG, ENDPOINTS_TAG)}
         tags[RELEASED_TAG] = spec.fqdn()
         body = {"location": current.get("location", "global"), "tags": tags, "properties": props}
-        self._call("put profile", client.profiles.create_or_update, self.resource_group, profile, body)
+        return self._put(client, profile, body)
 
     def _delete_profile(self, client: Any, profile: str) -> None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -434,3 +498,37 @@ class AzureTmBackend:
         # Parent first: the geo profile references the children.
         for profile in sorted(existing, key=lambda n: (n != self.geo_profile(), n)):
             self._remove(client, profile, existing[profile], spec)
+
+
+def apply_profiles(work: Sequence[tuple[DnsBackend, RecordSpec, Plan]]) -> ApplyResult:
+    """Several names' plans, each with the backend built from its own settings (its own
+    profile names), in one go: per resource group one list call for the whole round, then
+    only the writes a name needs (`_apply_listed`), a few names at a time. A round where
+    nothing changed is one request per resource group.
+
+    The names of one group share one client, built from the first one's credential and
+    per-request timeout: they come from one `dns.backends.azureTm` block, which only the
+    profile and relative names differ by."""
+    groups: dict[tuple[str, str, str | None, float | None], list[tuple[AzureTmBackend, RecordSpec, Plan]]] = {}
+    for backend, spec, plan in work:
+        if not isinstance(backend, AzureTmBackend):
+            raise TypeError(f"azure_tm apply_profiles: {type(backend).__name__} is not a Traffic Manager backend")
+        key = (backend.subscription_id, backend.resource_group.lower(), backend.base_url, backend.call_timeout_s)
+        groups.setdefault(key, []).append((backend, spec, plan))
+    changed, ids = False, list[str]()
+    for members in groups.values():
+        one = _apply_resource_group(members)
+        changed, ids = changed or one.changed, ids + one.record_ids
+    return ApplyResult(changed, ids)
+
+
+def _apply_resource_group(members: Sequence[tuple[AzureTmBackend, RecordSpec, Plan]]) -> ApplyResult:
+    first = members[0][0]
+    client = first._client()
+    listed = first._list(client)
+    changed, ids = False, list[str]()
+    with ThreadPoolExecutor(max_workers=min(WRITE_CONCURRENCY, len(members)),
+                            thread_name_prefix="dns-azure_tm") as pool:  # fmt: skip
+        for one in pool.map(lambda m: m[0]._apply_listed(client, listed, m[1], m[2]), members):
+            changed, ids = changed or one.changed, ids + one.record_ids
+    return ApplyResult(changed, ids)

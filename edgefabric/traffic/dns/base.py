@@ -26,6 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -143,20 +144,38 @@ class DnsBackend(Protocol):
     def delete(self, spec: RecordSpec) -> None: ...
 
 
-def apply_records(backend: DnsBackend, items: Sequence[tuple[RecordSpec, Plan]]) -> ApplyResult:
+def apply_records(
+    backend: DnsBackend,
+    items: Sequence[tuple[RecordSpec, Plan]],
+    own: Sequence[tuple[DnsBackend, RecordSpec, Plan]] = (),
+    concurrency: int = 16,
+) -> ApplyResult:
     """Every record's plan on one backend. A backend with `apply_many` batches them (one
     Route53 ChangeBatch per 1,000 changes, one PowerDNS PATCH per zone, one Cloud DNS change
-    per zone); the others apply record by record (Traffic Manager: one call per profile,
-    which is per record and answer anyway)."""
+    per zone); the others apply record by record.
+
+    `own` are names whose settings for this backend differ from `backend`'s (each name's own
+    Traffic Manager profiles), each with a backend built from its settings. A backend type
+    with `apply_group` takes them together with `items` in one go (Traffic Manager: one list
+    of the resource group for the round, then only the PUTs needed); otherwise they are
+    applied `concurrency` at a time, so 100 names cost a few round trips, not 100."""
+    group = getattr(type(backend), "apply_group", None)
+    if callable(group):
+        grouped: ApplyResult = group([(backend, spec, plan) for spec, plan in items] + list(own))
+        return grouped
     many = getattr(backend, "apply_many", None)
+    changed, ids = False, []
     if callable(many):
         result: ApplyResult = many(items)
-        return result
-    changed, ids = False, []
-    for spec, plan in items:
-        one = backend.apply(spec, plan)
-        changed = changed or one.changed
-        ids += one.record_ids
+        changed, ids = result.changed, list(result.record_ids)
+    else:
+        for spec, plan in items:
+            one = backend.apply(spec, plan)
+            changed, ids = changed or one.changed, ids + one.record_ids
+    if own:
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"dns-{backend.name}") as pool:
+            for one in pool.map(lambda w: w[0].apply(w[1], w[2]), own):
+                changed, ids = changed or one.changed, ids + one.record_ids
     return ApplyResult(changed, ids)
 
 

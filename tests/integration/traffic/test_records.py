@@ -5,6 +5,8 @@ moto, the fakes and PowerDNS's HTTP API)."""
 from __future__ import annotations
 
 import collections
+import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +18,15 @@ from devenv.powerdns import PowerDnsServer
 from edgefabric.config import load_stack_file
 from edgefabric.controller.daemon import Controller, failover_specs
 from edgefabric.traffic.dns import powerdns as powerdns_module
-from edgefabric.traffic.dns.base import HealthSettings, RecordSpec, apply_records
+from edgefabric.traffic.dns.base import DnsBackendError, HealthSettings, RecordSpec, apply_records
 from edgefabric.traffic.dns.powerdns import PowerDnsBackend
 from edgefabric.traffic.dns.route53 import MAX_CHANGES, Route53Backend, batch_cost
 from edgefabric.traffic.health import Thresholds
-from edgefabric.traffic.planner import PlanInput, RegionRule, Strategy, plan
+from edgefabric.traffic.planner import Plan, PlanInput, RegionRule, Strategy, plan
 from tests.fakes.azure_tm import FakeTrafficManager
 from tests.fakes.gcp_dns import FakeCloudDns
-from tests.integration.conftest import ZONE, answer_counts
-from tests.integration.traffic.test_backends import gcp_backend, tm_backend
+from tests.integration.conftest import AZ_SUB, ZONE, answer_counts
+from tests.integration.traffic.test_backends import _tm_put, gcp_backend, tm_backend
 
 IPS = {"aws": "127.0.1.1", "azure": "127.0.1.2", "gcp": "127.0.1.3"}
 HEALTH = HealthSettings("HTTP", 8080, "/health", 10, 5, Thresholds(3, 2, 60))
@@ -118,6 +120,45 @@ def test_traffic_manager_takes_one_call_per_profile(azure_fake: FakeTrafficManag
     assert puts() == 1  # the one weighted profile of a record without region rules
     assert not apply_records(backend, [(spec, p)]).changed
     assert puts() == 1
+
+
+def test_traffic_manager_reads_the_resource_group_once_a_round(azure_fake: FakeTrafficManager) -> None:
+    """Names with profiles of their own (`dns.records`), as the controller passes them: one
+    list call a round for all of them, a PUT only where a profile differs from its plan, and
+    still only our tagged profiles touched."""
+    lead = tm_backend(azure_fake)
+    specs = records(30, "tmr")
+    own_backends = [dataclasses.replace(lead, profile_name=f"api-tm-tmr{i}", relative_dns_name=f"api-tmr{i}")
+                    for i in range(1, len(specs))]  # fmt: skip
+    up, gcp_down = plan(PlanInput(RR)), plan(PlanInput(RR, health={"gcp": False}))
+
+    def round_(p: Plan) -> tuple[bool, collections.Counter[str]]:
+        before = len(azure_fake.requests)
+        done = apply_records(lead, [(specs[0], p)], [(b, s, p) for b, s in zip(own_backends, specs[1:], strict=True)])
+        return done.changed, collections.Counter(r.method for r in azure_fake.requests[before:])
+
+    assert round_(up) == (True, {"GET": 1, "PUT": 30})  # first publication
+    assert round_(up) == (False, {"GET": 1})  # nothing changed: one list, nothing written
+    assert round_(gcp_down) == (True, {"GET": 1, "PUT": 30})
+    assert lead.read(specs[0]) == {"default": {"aws": 50, "azure": 50}}
+    assert own_backends[-1].read(specs[-1]) == {"default": {"aws": 50, "azure": 50}}
+    # Someone else's untagged profile under one of our names is never overwritten; the other
+    # names of the round are still applied.
+    theirs = {"location": "global", "tags": {"team": "legacy"},
+              "properties": {"profileStatus": "Enabled", "trafficRoutingMethod": "Weighted",
+                             "dnsConfig": {"relativeName": "someone-else", "ttl": 60},
+                             "monitorConfig": {"protocol": "HTTP", "port": 80, "path": "/"}, "endpoints": []}}  # fmt: skip
+    assert _tm_put(azure_fake, "api-tm-stranger", theirs) == 201
+    kept = json.loads(json.dumps(azure_fake.profiles[(AZ_SUB, "rg-edge", "api-tm-stranger")]))
+    stranger = dataclasses.replace(lead, profile_name="api-tm-stranger", relative_dns_name="api-stranger")
+    with pytest.raises(DnsBackendError, match=r"api-tm-stranger.*not edgefabric's"):
+        apply_records(lead, [(specs[0], up)], [(stranger, records(1, "stranger")[0], up)])
+    assert azure_fake.profiles[(AZ_SUB, "rg-edge", "api-tm-stranger")] == kept
+    assert lead.read(specs[0]) == {"default": {"aws": 34, "azure": 33, "gcp": 33}}
+    del azure_fake.profiles[(AZ_SUB, "rg-edge", "api-tm-stranger")]
+    for b, s in zip([lead, *own_backends], specs, strict=True):
+        b.delete(s)
+    assert azure_fake.profiles == {}
 
 
 # ------------------------------------------------------ the controller, for real
