@@ -310,6 +310,10 @@ def copy_project(dest: Path, ports: LocalPorts, stack_file: Path | None = None) 
     doc = yaml.safe_load((stack_file or REPO / "Pulumi.local.yaml").read_text())
     cfg = doc["config"]
     cfg["edgefabric:registry"]["rpcUrl"] = f"http://127.0.0.1:{ports.anvil}"
+    # Nothing heartbeats here (kwok runs no containers, so the agents never start): a module of
+    # engine tests outlives the shipped 300 s TTL, and an expired service is rightly shown as a
+    # replacement by the next preview. An hour keeps the tests about what they test.
+    cfg["edgefabric:registry"]["serviceTtlS"] = max(int(cfg["edgefabric:registry"].get("serviceTtlS", 300)), 3600)
     cfg["edgefabric:dns"]["backends"]["powerdns"]["apiUrl"] = f"http://127.0.0.1:{ports.pdns_api}"
     check = cfg["edgefabric:healthCheck"]["check"]
     for svc in (cfg.get("edgefabric:core") or {}).get("services") or []:
