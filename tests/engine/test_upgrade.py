@@ -55,6 +55,7 @@ from tests.kits.engine import (
     Engine,
     LocalPorts,
     copy_project,
+    kept_service_ttl,
     local_env,
     pick_local_ports,
     resources_of_type,
@@ -127,6 +128,9 @@ def old_project(tree: Path, ports: LocalPorts) -> Path:
     cfg["edgefabric:registry"]["rpcUrl"] = f"http://127.0.0.1:{ports.anvil}"
     cfg["edgefabric:dns"]["backends"]["powerdns"]["apiUrl"] = f"http://127.0.0.1:{ports.pdns_api}"
     cfg["edgefabric:healthCheck"]["check"]["port"] = ports.endpoint
+    # The TTL copy_project gives every test stack, from the first deploy on: otherwise the new
+    # tree's longer TTL would show up as a replacement that is the test's, not the upgrade's.
+    cfg["edgefabric:registry"]["serviceTtlS"] = kept_service_ttl(cfg)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return tree
 

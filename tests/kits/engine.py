@@ -293,6 +293,15 @@ def pick_local_ports() -> LocalPorts:
     )
 
 
+# How long the copied stacks keep a registration alive without heartbeats (see copy_project).
+TEST_SERVICE_TTL_S = 3600
+
+
+def kept_service_ttl(cfg: dict[str, Any]) -> int:
+    """The registry's serviceTtlS for a test stack: at least TEST_SERVICE_TTL_S."""
+    return max(int(cfg["edgefabric:registry"].get("serviceTtlS", 300)), TEST_SERVICE_TTL_S)
+
+
 def copy_project(dest: Path, ports: LocalPorts, stack_file: Path | None = None) -> Path:
     """A throwaway copy of the project whose `local` stack points at the test's ports.
 
@@ -313,7 +322,7 @@ def copy_project(dest: Path, ports: LocalPorts, stack_file: Path | None = None) 
     # Nothing heartbeats here (kwok runs no containers, so the agents never start): a module of
     # engine tests outlives the shipped 300 s TTL, and an expired service is rightly shown as a
     # replacement by the next preview. An hour keeps the tests about what they test.
-    cfg["edgefabric:registry"]["serviceTtlS"] = max(int(cfg["edgefabric:registry"].get("serviceTtlS", 300)), 3600)
+    cfg["edgefabric:registry"]["serviceTtlS"] = kept_service_ttl(cfg)
     cfg["edgefabric:dns"]["backends"]["powerdns"]["apiUrl"] = f"http://127.0.0.1:{ports.pdns_api}"
     check = cfg["edgefabric:healthCheck"]["check"]
     for svc in (cfg.get("edgefabric:core") or {}).get("services") or []:
