@@ -10,9 +10,10 @@ from edgefabric.tiers.brokers import DataFlowPlan, DataFlowPlanArgs
 from edgefabric.tiers.cloud_core import CloudCore, CloudCoreArgs
 from edgefabric.tiers.edge_sites import EdgeSite, EdgeSiteArgs
 from edgefabric.tiers.failover_controller import ControllerCluster
-from edgefabric.tiers.ledger import GraphRecorder, config_hash, record_deployment
+from edgefabric.tiers.ledger import GraphRecorder, config_hash, start_ledger
 from edgefabric.tiers.regional_edge import RegionalEdge, RegionalEdgeArgs
 from edgefabric.tiers.registry import (
+    AgentLedger,
     BlockchainRegistry,
     BlockchainRegistryArgs,
     ServiceSpec,
@@ -77,6 +78,11 @@ pulumi.export("edgeSites", {name: site.services for name, site in sites.items()}
 if dataflows is not None:
     pulumi.export("dataFlows", {"caCert": dataflows.ca_cert_pem, "brokers": dataflows.endpoints})
 
+# The deployment ledger's contract comes first (its entry is recorded last, below): the heartbeat
+# agents get its address and the hash of the typed config they are deployed with.
+config_digest = config_hash(cfg)
+ledger = start_ledger("ledger", cfg.registry, config_digest)
+
 if cfg.registry is not None and cfg.registry.enabled:
     # Every core service is registered once, with one endpoint per cloud that answers for it.
     services = [
@@ -94,6 +100,8 @@ if cfg.registry is not None and cfg.registry.enabled:
     registry = BlockchainRegistry("registry", BlockchainRegistryArgs(
         registry=cfg.registry, services=services, environment=cfg.environment,
         k8s_providers={cloud: core.k8s_provider for cloud, core in cores.items()},
+        ledger=AgentLedger(address=ledger.address, stack=pulumi.get_stack(), config_hash=config_digest,
+                           from_block=ledger.block_number) if ledger is not None else None,
     ))
     pulumi.export("contractAddress", registry.contract_address)
     pulumi.export("chainId", registry.chain_id)
@@ -124,6 +132,6 @@ if cfg.dns is not None:
 # Last, so the graph it hashes is complete: one ledger entry per `up` that changed the code's
 # commit, the typed config or the resource graph (`edgefabric audit --stack S` checks it).
 # The entry records the hash of the whole typed config; the ledger gets the hash, not the config.
-ledger_entry = record_deployment("ledger", cfg.registry, config_hash(cfg), graph)
+ledger_entry = ledger.record(graph) if ledger is not None else None
 if ledger_entry is not None:
     pulumi.export("ledgerEntry", {"seq": ledger_entry.seq, "entryHash": ledger_entry.entry_hash})

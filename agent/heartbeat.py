@@ -17,6 +17,20 @@ BlockchainRegistry component next to the cloud-core workloads. Configuration is 
                                  (liveness probe), default /tmp/heartbeat-alive
   EDGEFABRIC_METRICS_PORT        serve Prometheus metrics on this port (unset: no server)
   EDGEFABRIC_METRICS_ADDR        address to bind the metrics server to, default 0.0.0.0
+  EDGEFABRIC_LEDGER_ADDRESS      DeploymentLedger address, with
+  EDGEFABRIC_STACK               the stack whose entries to read, and
+  EDGEFABRIC_CONFIG_HASH         config_hash() of the typed config this agent was deployed with
+                                 (the three together, or none: no config check)
+  EDGEFABRIC_LEDGER_FROM_BLOCK   the ledger's first block (its events are read from there), default 0
+  EDGEFABRIC_LEDGER_CHECK_EVERY  compare with the ledger every N rounds, default 10
+
+Config check: every N rounds the agent reads the ledger's latest entry for its stack (one
+eth_call; the entry's events only when the entry changed) and compares its config hash with
+the one it was deployed with. A mismatch (a newer `up` did not reach this cluster, or the
+agent runs a config the ledger never recorded) logs one warning per change and sets
+`edgefabric_agent_config_mismatch{stack}` to 1. No ledger at the address, no entry yet, or an
+entry whose event the node does not serve is "unknown" (`edgefabric_agent_config_known` 0),
+never a mismatch. The state is in the alive file's report too.
 
 The key is only ever handed to the signer; it is never logged.
 
@@ -41,8 +55,11 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+from eth_utils import to_checksum_address
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from web3.exceptions import Web3Exception
 
 from edgefabric.chain.client import (
     ChainClient,
@@ -53,6 +70,7 @@ from edgefabric.chain.client import (
     connect,
     load_account,
 )
+from edgefabric.chain.ledger import Ledger
 from edgefabric.chain.registry import Registry, load_artifact
 
 log = logging.getLogger("agent.heartbeat")
@@ -72,6 +90,7 @@ class AgentConfig:
     alive_file: Path
     metrics_port: int | None = None
     metrics_addr: str = "0.0.0.0"  # all interfaces of its pod: Prometheus scrapes it there
+    ledger: LedgerCheck | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AgentConfig:
@@ -99,6 +118,7 @@ class AgentConfig:
         if port and (not port.isdigit() or not 0 < int(port) < 65536):
             raise AgentConfigError(f"EDGEFABRIC_METRICS_PORT must be a port number 1..65535, got {port!r}")
         return cls(
+            ledger=LedgerCheck.from_env(env),
             metrics_port=int(port) if port else None,
             metrics_addr=env.get("EDGEFABRIC_METRICS_ADDR", "").strip() or "0.0.0.0",
             rpc_url=need("EDGEFABRIC_RPC_URL"),
@@ -108,6 +128,102 @@ class AgentConfig:
             interval_s=interval_s,
             alive_file=Path(env.get("EDGEFABRIC_ALIVE_FILE", "/tmp/heartbeat-alive")),
         )
+
+
+@dataclass(frozen=True)
+class LedgerCheck:
+    """Where the agent reads the deployment ledger, and the config hash it was deployed with."""
+
+    address: str
+    stack: str
+    config_hash: str
+    from_block: int = 0
+    every_rounds: int = 10
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> LedgerCheck | None:
+        names = ("EDGEFABRIC_LEDGER_ADDRESS", "EDGEFABRIC_STACK", "EDGEFABRIC_CONFIG_HASH")
+        values = {n: env.get(n, "").strip() for n in names}
+        if not any(values.values()):
+            return None
+        missing = [n for n, v in values.items() if not v]
+        if missing:
+            raise AgentConfigError(f"{', '.join(missing)} required with {', '.join(n for n in names if n not in missing)}")
+        address, digest = values["EDGEFABRIC_LEDGER_ADDRESS"], values["EDGEFABRIC_CONFIG_HASH"]
+        if not (address.startswith("0x") and len(address) == 42):
+            raise AgentConfigError(f"EDGEFABRIC_LEDGER_ADDRESS must be a 0x address, got {address!r}")
+        if not (digest.startswith("0x") and len(digest) == 66):
+            raise AgentConfigError(f"EDGEFABRIC_CONFIG_HASH must be a 32-byte 0x hash, got {digest!r}")
+        numbers = {}
+        for name, default in (("EDGEFABRIC_LEDGER_FROM_BLOCK", 0), ("EDGEFABRIC_LEDGER_CHECK_EVERY", 10)):
+            text = env.get(name, "").strip() or str(default)
+            if not text.isdigit():
+                raise AgentConfigError(f"{name} must be a non-negative integer, got {text!r}")
+            numbers[name] = int(text)
+        if numbers["EDGEFABRIC_LEDGER_CHECK_EVERY"] < 1:
+            raise AgentConfigError("EDGEFABRIC_LEDGER_CHECK_EVERY must be >= 1")
+        return cls(address=address, stack=values["EDGEFABRIC_STACK"], config_hash=digest.lower(),
+                   from_block=numbers["EDGEFABRIC_LEDGER_FROM_BLOCK"],
+                   every_rounds=numbers["EDGEFABRIC_LEDGER_CHECK_EVERY"])
+
+
+ConfigState = Literal["match", "mismatch", "unknown"]
+
+
+def config_verdict(deployed: str, ledger_hash: str | None) -> ConfigState:
+    """The agent's config against the ledger's latest entry; None (no ledger, no entry, the
+    entry unreadable) is unknown, never a mismatch."""
+    if ledger_hash is None:
+        return "unknown"
+    return "match" if deployed.lower() == ledger_hash.lower() else "mismatch"
+
+
+class ConfigWatch:
+    """What the agent reports about its config, and when it warns (pure: no I/O)."""
+
+    def __init__(self, deployed: str) -> None:
+        self.deployed = deployed.lower()
+        self.state: ConfigState = "unknown"
+        self.ledger_hash: str | None = None
+
+    def observe(self, ledger_hash: str | None) -> bool:
+        """Take one reading of the ledger; True when a warning is due: a mismatch not warned of
+        yet (the first one, or the ledger moved on to another hash while still mismatched)."""
+        ledger_hash = ledger_hash.lower() if ledger_hash else None
+        state = config_verdict(self.deployed, ledger_hash)
+        warn = state == "mismatch" and (self.state != "mismatch" or ledger_hash != self.ledger_hash)
+        self.state, self.ledger_hash = state, ledger_hash
+        return warn
+
+
+class LedgerReader:
+    """The config hash of a stack's latest ledger entry, read at a bounded cost: one eth_call of
+    `latest(stack)` each time, and the `Recorded` events (from the last entry seen on) only
+    when the latest entry changed. An event counts only if it hashes to the stored entry."""
+
+    def __init__(self, check: LedgerCheck) -> None:
+        self.check = check
+        self._ledger: Ledger | None = None
+        self._seen: tuple[str, str] | None = None  # (entry hash, its config hash)
+        self._from_block = check.from_block
+
+    def latest_config_hash(self, client: ChainClient) -> str | None:
+        """None: no ledger at the address, no entry for the stack, or its event not served."""
+        if self._ledger is None or self._ledger.client is not client:
+            if not bytes(client.w3.eth.get_code(to_checksum_address(self.check.address))):
+                return None
+            self._ledger = Ledger(client, self.check.address)
+        latest = self._ledger.latest(self.check.stack)
+        if latest.count == 0:
+            return None
+        if self._seen is not None and self._seen[0] == latest.entry_hash:
+            return self._seen[1]
+        for entry in reversed(self._ledger.history(self.check.stack, from_block=self._from_block)):
+            if entry.hash == latest.entry_hash:
+                self._seen = (entry.hash, entry.config_hash)
+                self._from_block = entry.block_number
+                return entry.config_hash
+        return None
 
 
 def read_key(env: Mapping[str, str]) -> str:
@@ -152,6 +268,14 @@ class AgentMetrics:
                            ["service"], registry=self.registry)
         self.rounds_failed = Counter("edgefabric_agent_rounds_failed", "Rounds that reached no node",
                                      registry=self.registry)
+        self.config_mismatch = Gauge(
+            "edgefabric_agent_config_mismatch",
+            "1 if the config hash this agent was deployed with differs from the deployment ledger's latest "
+            "entry for its stack, 0 if it matches or is unknown", ["stack"], registry=self.registry)
+        self.config_known = Gauge(
+            "edgefabric_agent_config_known",
+            "1 if the ledger's latest entry for the stack could be read, 0 if unknown (no ledger, no entry)",
+            ["stack"], registry=self.registry)
 
     def value(self, name: str, labels: Mapping[str, str] | None = None) -> float | None:
         return self.registry.get_sample_value(name, dict(labels or {}))
@@ -168,6 +292,12 @@ class HeartbeatAgent:
         self._registry: Registry | None = None
         self.metrics = AgentMetrics()
         self.last_round: RoundResult | None = None
+        ledger = config.ledger
+        self.config_watch = ConfigWatch(ledger.config_hash) if ledger is not None else None
+        self._ledger_reader = LedgerReader(ledger) if ledger is not None else None
+        if ledger is not None:
+            self.metrics.config_mismatch.labels(ledger.stack).set(0)
+            self.metrics.config_known.labels(ledger.stack).set(0)
 
     @property
     def registry(self) -> Registry:
@@ -231,10 +361,44 @@ class HeartbeatAgent:
             self.metrics.alive.labels(sid).set(1)
         if sent and not failed and not expired:
             self.config.alive_file.parent.mkdir(parents=True, exist_ok=True)
-            self.config.alive_file.touch()
+            # The probe reads the file's age; the text is the report a human reads in the pod.
+            self.config.alive_file.write_text(self.report() + "\n", encoding="utf-8")
         log.info("heartbeat round: %d sent, %d failed, %d expired", len(sent), len(failed), len(expired))
         self.last_round = RoundResult(tuple(sent), tuple(failed), tuple(expired))
         return self.last_round
+
+    def report(self) -> str:
+        """One line: the services alive after the last round, and the config check's state."""
+        alive = sum(1 for sid in self.config.service_ids if self.metrics.value(
+            "edgefabric_agent_service_alive", {"service": sid}) == 1)
+        text = f"services alive {alive}/{len(self.config.service_ids)}"
+        if self.config_watch is not None:
+            text += f"; config {self.config_watch.state} (deployed {self.config_watch.deployed}"
+            text += f", ledger {self.config_watch.ledger_hash or 'none'})"
+        return text
+
+    def check_config(self) -> ConfigState | None:
+        """Compare the deployed config hash with the ledger (None: no check configured).
+
+        A read that fails keeps the previous state (a node hiccup says nothing about the config)."""
+        if self.config_watch is None or self._ledger_reader is None or self.config.ledger is None:
+            return None
+        stack = self.config.ledger.stack
+        try:
+            ledger_hash = self._ledger_reader.latest_config_hash(self.registry.client)
+        except (ChainError, Web3Exception) as exc:  # Web3Exception: not a ledger at that address
+            log.warning("deployment ledger not readable, config state stays %s: %s", self.config_watch.state, exc)
+            return self.config_watch.state
+        before = self.config_watch.state
+        if self.config_watch.observe(ledger_hash):
+            log.warning("config mismatch for stack %s: this agent was deployed with config %s but the "
+                        "deployment ledger's latest entry records %s; run `pulumi up` (and `edgefabric audit "
+                        "--stack %s`)", stack, self.config_watch.deployed, ledger_hash, stack)
+        elif self.config_watch.state != before:
+            log.info("config check for stack %s: %s (ledger %s)", stack, self.config_watch.state, ledger_hash)
+        self.metrics.config_mismatch.labels(stack).set(1 if self.config_watch.state == "mismatch" else 0)
+        self.metrics.config_known.labels(stack).set(0 if self.config_watch.state == "unknown" else 1)
+        return self.config_watch.state
 
     def _failed(self, sid: str, reason: str, text: str) -> None:
         log.error("heartbeat for %s failed: %s", sid, text)
@@ -259,6 +423,8 @@ class HeartbeatAgent:
             try:
                 result = self.beat_once()
                 ok = not result.failed
+                if self.config.ledger is not None and rounds % self.config.ledger.every_rounds == 0:
+                    self.check_config()  # round 0, N, 2N ...: bounded cost, and a state at once
                 interval = self.interval()
             except ChainError as exc:  # no node reachable: keep trying, the probe will notice
                 log.error("heartbeat round failed: %s", exc)

@@ -36,12 +36,15 @@ from urllib.parse import urlsplit
 
 import requests
 from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import function_abi_to_4byte_selector, to_checksum_address
+from eth_utils.abi import collapse_if_tuple
 from hexbytes import HexBytes
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
 from web3 import HTTPProvider, Web3
+from web3._utils.method_formatters import log_entry_formatter
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound, Web3RPCError
 from web3.types import RPCEndpoint, RPCResponse
@@ -159,6 +162,42 @@ class RetryingHTTPProvider(HTTPProvider):
                                         or "rate limit" in str(error.get("message", "")).lower()):
             raise RetryableRPCError(f"{method} to {self._shown}: rate limited: {error.get('message')}")
         return response
+
+    def batch(self, requests_: Sequence[tuple[str, Any]]) -> list[RPCResponse]:
+        """One JSON-RPC batch (one HTTP request), retried like `make_request`; answers in order.
+
+        Each answer is the raw response: `result` (undecoded hex) or a per-request `error`. web3's
+        own `batch_requests()` is not used: it refuses `eth_sendRawTransaction` in a batch and
+        raises on the first per-request error, losing what the other requests did.
+        """
+        if not requests_:
+            return []
+        retrying = Retrying(
+            stop=stop_after_attempt(self._policy.attempts) | stop_after_delay(self._policy.max_s),
+            wait=wait_exponential(multiplier=self._policy.backoff_s, max=2.0),
+            retry=retry_if_exception(_retryable),
+            reraise=True,
+        )
+        label = f"batch of {len(requests_)} ({requests_[0][0]})"
+        try:
+            return retrying(self._batch_once, list(requests_), label)
+        except ChainError:
+            raise
+        except Exception as exc:
+            raise RetryableRPCError(f"{label} to {self._shown} failed: {_describe(exc)}") from None
+
+    def _batch_once(self, requests_: list[tuple[str, Any]], label: str) -> list[RPCResponse]:
+        answer = self.make_batch_request([(RPCEndpoint(m), p) for m, p in requests_])
+        if not isinstance(answer, list):  # the node answered the whole batch with one error
+            error = answer.get("error") if isinstance(answer, dict) else None
+            text = str(error.get("message", "")) if isinstance(error, dict) else str(answer)
+            if isinstance(error, dict) and (error.get("code") in _RATE_LIMIT_CODES or "rate limit" in text.lower()):
+                raise RetryableRPCError(f"{label} to {self._shown}: rate limited: {text}")
+            raise ChainError(f"{label} to {self._shown} refused: {text[:200]}")
+        if len(answer) != len(requests_):
+            raise ChainError(f"{label} to {self._shown}: {len(answer)} answers for {len(requests_)} requests")
+        # Sorted by id by web3; ids are consecutive in request order.
+        return answer
 
 
 def _describe(exc: BaseException) -> str:
@@ -323,6 +362,60 @@ class PendingTx:
 
 
 @dataclass(frozen=True)
+class Call:
+    """One contract call for `ChainClient.send_many`; `gas=None` estimates it."""
+
+    fn: ContractFunction
+    description: str
+    gas: int | None = None
+
+
+class BatchSendError(ChainError):
+    """Some calls of a `send_many` were refused; `sent` are in flight, `failed` the refused indexes."""
+
+    def __init__(self, message: str, sent: list[PendingTx], failed: list[int]) -> None:
+        super().__init__(message)
+        self.sent = sent
+        self.failed = failed
+
+
+def _calldata(fn: ContractFunction) -> str:
+    """`fn`'s calldata. eth_abi directly (0.05 ms) rather than web3's normalising encoder (0.7 ms,
+    most of a 100-call batch's client time); arguments eth_abi does not take as given (ENS names,
+    hex strings for bytes, addresses) fall back to web3, so the encoding and checks are web3's."""
+    try:
+        if fn.kwargs:
+            raise TypeError("keyword arguments")
+        types = [collapse_if_tuple(dict(i)) for i in fn.abi["inputs"]]
+        if any("address" in t for t in types):  # web3 also checks checksums: keep its rules
+            raise TypeError("address argument")
+        return str(fn.selector) + abi_encode(types, list(fn.args)).hex()
+    except Exception:
+        return fn._encode_transaction_data()
+
+
+_DEFAULT_TIP = 10**9  # 1 gwei: the tip for nodes without eth_maxPriorityFeePerGas
+
+
+def _receipt_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """What `ChainClient._result` reads of a raw JSON-RPC receipt (web3's full receipt formatter
+    took 0.4 ms each, a tenth of a 100-receipt wait); logs formatted as web3 does, for events."""
+    address = raw.get("contractAddress")
+    return {"status": int(str(raw["status"]), 16), "blockNumber": int(str(raw["blockNumber"]), 16),
+            "blockHash": HexBytes(raw["blockHash"]), "transactionHash": HexBytes(raw["transactionHash"]),
+            "gasUsed": int(str(raw["gasUsed"]), 16), "contractAddress": to_checksum_address(address) if address else None,
+            "logs": [log_entry_formatter(entry) for entry in raw.get("logs") or []]}
+
+
+def _rpc_tx(tx: Mapping[str, Any]) -> dict[str, Any]:
+    """A transaction dict as JSON-RPC params (hex quantities), for raw batch requests."""
+    out: dict[str, Any] = {"from": tx["from"], "data": tx["data"], "value": hex(int(tx.get("value", 0)))}
+    if tx.get("to"):
+        out["to"] = tx["to"]
+    return out
+
+
+@dataclass(frozen=True)
 class TxResult:
     tx_hash: str
     block_number: int
@@ -393,7 +486,10 @@ class ChainClient:
         except ChainError:
             raise
         except Exception:  # nodes without eth_maxPriorityFeePerGas
-            tip = Web3.to_wei(1, "gwei")
+            tip = _DEFAULT_TIP
+        return self._priced(base, tip, now)
+
+    def _priced(self, base: int, tip: int, now: float) -> dict[str, int]:
         fees = self._capped({"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip})
         self._fees = (now, fees)
         return fees
@@ -502,6 +598,229 @@ class ChainClient:
                     self._nonces.resync(self.w3, self.address)
                     raise
         raise ChainError(f"{description}: nonce kept colliding after 4 attempts")
+
+
+    # -- batched sending (many independent calls: one estimate batch, one broadcast batch)
+
+    def _batch(self, requests_: Sequence[tuple[str, Any]]) -> list[RPCResponse]:
+        provider = self.w3.provider
+        if isinstance(provider, RetryingHTTPProvider):
+            return provider.batch(requests_)
+        # Any other provider (a test's): one request each, same answer shape.
+        return [provider.make_request(RPCEndpoint(m), p) for m, p in requests_]
+
+    def send_many(self, calls: Sequence[Call]) -> list[PendingTx]:
+        """Sign and broadcast independent calls; returns at once, one PendingTx per call, in order.
+
+        Two round trips for any number of calls: every gas estimate in one JSON-RPC batch (with
+        the fee inputs, when the 2 s price cache is stale), then
+        consecutive nonces from the shared manager, local signing, and every raw transaction in one
+        batch. Each call is estimated against the current state, not after the calls before it,
+        so the calls must not depend on each other. (Broadcasting in parts, so a block closing
+        meanwhile takes the first ones, was measured slower: more blocks, more round trips.)
+
+        Guarantees as `send`: a call that would revert raises TransactionReverted naming it (and
+        counting the others that would too) before any nonce is taken; fees follow the fee policy.
+        If the node refuses some broadcasts, what it took stays usable: a refused transaction
+        whose nonce sits below an accepted one is re-sent at that nonce (repriced), or, if it is
+        refused again, the nonce is filled with a 0-value transfer to ourselves so the later ones
+        are not stuck behind a gap; refused ones with no accepted nonce above are re-sent through
+        `send`. Calls that still fail raise BatchSendError, which carries what was sent. A
+        transport failure of the broadcast (retries exhausted) resyncs the nonce, as `send` does.
+        """
+        if not calls:
+            return []
+        txs: list[dict[str, Any]] = []
+        for c in calls:
+            txs.append({"from": self.address, "chainId": self.chain_id, "value": 0,
+                        "to": c.fn.address, "data": _calldata(c.fn)})
+        to_estimate = [i for i, c in enumerate(calls) if c.gas is None]
+        # The fee inputs ride in the same batch when the cached price is stale.
+        now = time.monotonic()
+        stale = not self._fees or now - self._fees[0] >= 2.0
+        pricing: list[tuple[str, Any]] = ([("eth_getBlockByNumber", ["latest", False]), ("eth_maxPriorityFeePerGas", [])]
+                                          if stale else [])
+        answers = self._batch(pricing + [("eth_estimateGas", [_rpc_tx(txs[i]), "pending"]) for i in to_estimate])
+        if stale:
+            block, tip_answer = answers[0].get("result"), answers[1].get("result")
+            if not isinstance(block, dict):
+                raise ChainError(f"{calls[0].description}: the node returned no latest block: {answers[0].get('error')}")
+            # Nodes without eth_maxPriorityFeePerGas answer it with an error: 1 gwei, as `fees`.
+            tip = int(str(tip_answer), 16) if isinstance(tip_answer, str) else _DEFAULT_TIP
+            self._priced(int(str(block.get("baseFeePerGas") or "0x0"), 16), tip, now)
+            answers = answers[2:]
+        failures: list[tuple[int, dict[str, Any]]] = []
+        for i, answer in zip(to_estimate, answers, strict=True):
+            error = answer.get("error")
+            if isinstance(error, dict):
+                failures.append((i, dict(error)))
+                continue
+            # Same headroom as `send`: state can change between estimate and inclusion.
+            txs[i]["gas"] = int(str(answer["result"]), 16) * 3 // 2 + 20_000
+        if failures:
+            raise self._estimate_failed(calls, failures)
+        for c, tx in zip(calls, txs, strict=True):
+            if c.gas is not None:
+                tx["gas"] = c.gas
+        fees = self.fees()
+        for tx in txs:
+            tx.update(fees)
+            tx["type"] = 2
+        sent: dict[int, PendingTx] = {}
+        refused: dict[int, str] = {}
+        with self._nonces.sending():
+            hashes: list[str] = []
+            raws: list[str] = []
+            for tx in txs:
+                tx["nonce"] = self._nonces.allocate(self.w3, self.address)
+                raw, tx_hash = self._sign(tx)
+                hashes.append(tx_hash)
+                raws.append(raw)
+            try:
+                answers = self._batch([("eth_blockNumber", [])] + [("eth_sendRawTransaction", [r]) for r in raws])
+            except Exception:
+                # Some, all or none reached the node: `pending` is the truth now.
+                self._nonces.resync(self.w3, self.address)
+                raise
+            head_answer = answers[0].get("result")
+            head = int(str(head_answer), 16) if head_answer else 0
+            for i, answer in enumerate(answers[1:]):
+                error = answer.get("error")
+                text = str(error.get("message", "")).lower() if isinstance(error, dict) else ""
+                if not error or "already known" in text or ("nonce too low" in text and self._known(hashes[i])):
+                    sent[i] = PendingTx(hashes[i], txs[i]["nonce"], calls[i].description, dict(txs[i]), head)
+                else:
+                    refused[i] = text or str(error)
+            if refused:
+                self._nonces.resync(self.w3, self.address)
+                failed = self._repair(calls, txs, sent, refused)
+                if failed:
+                    shown = "; ".join(f"{calls[i].description}: {t[:120]}" for i, t in sorted(failed.items()))
+                    raise BatchSendError(f"{len(failed)} of {len(calls)} transactions refused by the node: {shown}",
+                                         [sent[i] for i in sorted(sent)], sorted(failed))
+        return [sent[i] for i in range(len(calls))]
+
+    def _sign(self, tx: Mapping[str, Any]) -> tuple[str, str]:
+        """(raw transaction, hash), signed by eth-account (libsecp256k1 through coincurve: about
+        0.5 ms a transaction, so a 100-call batch signs in ~50 ms)."""
+        signed = self._account.sign_transaction(dict(tx))
+        return HexBytes(signed.raw_transaction).to_0x_hex(), HexBytes(signed.hash).to_0x_hex()
+
+    def _estimate_failed(self, calls: Sequence[Call], failures: list[tuple[int, dict[str, Any]]]) -> ChainError:
+        i, error = failures[0]
+        more = f" (and {len(failures) - 1} more of the {len(calls)} calls would fail too)" if len(failures) > 1 else ""
+        data = error.get("data")
+        if isinstance(data, dict):
+            data = data.get("data")
+        message = str(error.get("message", ""))
+        if (isinstance(data, str) and data.startswith("0x")) or "revert" in message.lower():
+            name, args, text = self.decoder.decode(data) if isinstance(data, str) and len(data) > 2 else (None, (), message)
+            return TransactionReverted(f"{calls[i].description}: reverted: {text}{more}", name, args)
+        return ChainError(f"{calls[i].description}: gas estimate refused: {message}{more}")
+
+    def _repair(self, calls: Sequence[Call], txs: list[dict[str, Any]], sent: dict[int, PendingTx],
+                refused: dict[int, str]) -> dict[int, str]:
+        """Deal with refused broadcasts of a batch (called holding the nonce manager): the refused
+        calls that still failed, with the node's text. Updates `sent`."""
+        highest_sent = max((p.nonce for p in sent.values()), default=-1)
+        failed: dict[int, str] = {}
+        for i in sorted(refused):
+            text = refused[i]
+            tx = txs[i]
+            if any(m in text for m in _NONCE_ERRORS) or tx["nonce"] > highest_sent:
+                # The nonce is someone else's, or nothing of ours waits behind it: an ordinary send
+                # (own nonce, repricing and nonce retries) is the rerun.
+                try:
+                    sent[i] = self.send(calls[i].fn, calls[i].description, gas=tx["gas"])
+                except ChainError as exc:
+                    failed[i] = str(exc)
+                continue
+            # A gap below accepted transactions: fill it at this very nonce.
+            tx.update(self.fees(fresh=True))
+            resent = self._send_at_nonce(tx)
+            if resent is not None:
+                sent[i] = PendingTx(resent, tx["nonce"], calls[i].description, dict(tx))
+                continue
+            failed[i] = text
+            filler = {"from": self.address, "to": self.address, "value": 0, "data": "0x", "gas": 21_000,
+                      "chainId": self.chain_id, "type": 2, "nonce": tx["nonce"], **self.fees(fresh=True)}
+            if self._send_at_nonce(filler) is not None:
+                log.warning("%s: refused by the node (%s); nonce %s filled with a 0-value transfer so the "
+                            "later transactions of the batch are mined", calls[i].description, text[:120], tx["nonce"])
+            else:
+                log.error("%s: refused, and nonce %s could not be filled: later transactions wait for it",
+                          calls[i].description, tx["nonce"])
+        self._nonces.resync(self.w3, self.address)
+        return failed
+
+    def _send_at_nonce(self, tx: dict[str, Any]) -> str | None:
+        """Broadcast `tx` as is (its nonce included); its hash, or None if the node refused it."""
+        signed = self._account.sign_transaction(tx)
+        tx_hash = HexBytes(signed.hash).to_0x_hex()
+        try:
+            self.w3.eth.send_raw_transaction(signed.raw_transaction)
+        except Web3RPCError as exc:
+            return tx_hash if "already known" in _rpc_message(exc).lower() else None
+        return tx_hash
+
+    def wait_many(self, pending: Sequence[PendingTx]) -> list[TxResult]:
+        """`wait` for many: each poll reads the head; when a block arrived (and at the first poll),
+        every missing receipt in one JSON-RPC batch.
+
+        Mined and successful at depth 1 resolves in the batch; anything else (a failure to decode,
+        deeper confirmations, a transaction to re-send after `bump_after_blocks` blocks) goes
+        through `wait`, one at a time. Raises the first failure in order once all are settled.
+        """
+        results: dict[int, TxResult] = {}
+        slow: list[int] = []
+        remaining = list(range(len(pending)))
+        deadline = time.monotonic() + self.receipt_timeout
+        depth = max(self.confirmations, 1)
+        first_head: dict[int, int] = {}  # for a transaction sent without its block known
+        checked: int | None = None  # the head the receipts were last read at
+        while remaining:
+            # Receipts only appear with a new block: between blocks, a poll is the head alone.
+            head = self._head() if checked is not None else -1
+            if head == checked:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(self.poll_interval)
+                continue
+            answers = self._batch([("eth_blockNumber", [])]
+                                  + [("eth_getTransactionReceipt", [pending[i].tx_hash]) for i in remaining])
+            head = checked = int(str(answers[0]["result"]), 16)
+            still: list[int] = []
+            for i, answer in zip(remaining, answers[1:], strict=True):
+                raw = answer.get("result")
+                if isinstance(raw, dict):
+                    receipt = _receipt_fields(raw)
+                    if receipt["status"] == 1 and depth == 1:
+                        results[i] = self._result(receipt)
+                    else:
+                        slow.append(i)
+                elif head - (pending[i].sent_block or first_head.setdefault(i, head)) >= self.fee_policy.bump_after_blocks:
+                    slow.append(i)  # not mined for a while: `wait` re-sends it with a bumped fee
+                else:
+                    still.append(i)
+            remaining = still
+            if remaining and time.monotonic() <= deadline:
+                time.sleep(self.poll_interval)
+            elif remaining:
+                break
+        if remaining:
+            self._nonces.resync(self.w3, self.address)
+            raise ChainError(f"{len(remaining)} of {len(pending)} transactions (first: "
+                             f"{pending[remaining[0]].description}) have no receipt after {self.receipt_timeout}s; "
+                             "the nonce will be re-read from the node")
+        errors: list[ChainError] = []
+        for i in sorted(slow):
+            try:
+                results[i] = self.wait(pending[i])
+            except TransactionReverted as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+        return [results[i] for i in range(len(pending))]
 
     def _head(self) -> int:
         return int(self.w3.eth.block_number)

@@ -7,7 +7,7 @@ caller gets the same revert messages ("registerService(api@1.0): reverted: Alrea
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -17,7 +17,7 @@ from eth_abi import encode as abi_encode
 from eth_utils import keccak, to_checksum_address
 from hexbytes import HexBytes
 
-from edgefabric.chain.client import ChainClient, ChainError, PendingTx, TransactionReverted, TxResult
+from edgefabric.chain.client import Call, ChainClient, ChainError, PendingTx, TransactionReverted, TxResult
 
 ARTIFACT_PATH = Path(__file__).resolve().parents[2] / "contracts" / "build" / "ServiceRegistry.json"
 
@@ -128,6 +128,16 @@ class Registry:
         """Broadcast a registration. `gas=None` estimates first (and raises on a would-be revert)."""
         fn = self.contract.functions.registerService(name, version, endpoints, metadata, ttl)
         return self.client.send(fn, f"registerService({name}@{version})", gas=gas)
+
+    def send_register_many(self, registrations: Sequence[tuple[str, str, list[str], str, int]],
+                           gas: int | None = None) -> list[PendingTx]:
+        """Broadcast many registrations, (name, version, endpoints, metadata, ttl) each, in two round
+        trips (`ChainClient.send_many`); await them with `client.wait_many`. A would-be revert
+        raises before anything is sent, naming the registration."""
+        calls = [Call(self.contract.functions.registerService(name, version, endpoints, metadata, ttl),
+                      f"registerService({name}@{version})", gas)
+                 for name, version, endpoints, metadata, ttl in registrations]
+        return self.client.send_many(calls)
 
     def register(self, name: str, version: str, endpoints: list[str], metadata: str, ttl: int) -> TxResult:
         return self.client.wait(self.send_register(name, version, endpoints, metadata, ttl))

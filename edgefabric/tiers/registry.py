@@ -151,6 +151,19 @@ def _scheme(kind: str) -> str:
 
 
 @dataclass(frozen=True)
+class AgentLedger:
+    """What a heartbeat agent checks against the deployment ledger: the ledger's address, this
+    stack's name, and `config_hash(cfg)` of the typed config it is deployed with (the value the
+    ledger entry of this `up` records). The agent reports a mismatch with the latest entry."""
+
+    address: pulumi.Input[str]
+    stack: str
+    config_hash: str
+    # The ledger's first block: the agent reads its events from there, not from genesis.
+    from_block: pulumi.Input[int] = 0
+
+
+@dataclass(frozen=True)
 class BlockchainRegistryArgs:
     """The registry's slice of the stack config, what to register and where agents run."""
 
@@ -159,6 +172,8 @@ class BlockchainRegistryArgs:
     environment: str
     # Cloud -> the core cluster's provider: one heartbeat agent on each. None or empty: no agents.
     k8s_providers: Mapping[str, k8s.Provider] = field(default_factory=dict)
+    # The deployment ledger the agents compare their config hash with (None: no check).
+    ledger: AgentLedger | None = None
 
 
 class BlockchainRegistry(pulumi.ComponentResource):
@@ -250,7 +265,7 @@ class BlockchainRegistry(pulumi.ComponentResource):
                     opts=pulumi.ResourceOptions(parent=self, depends_on=list(registrations.values())),
                 )
                 self._agent(name, cloud, provider, cfg, environment, delegate.private_key, ids, contract.address,
-                            rpc_url)
+                            rpc_url, args.ledger)
 
         self.register_outputs({
             "contract_address": self.contract_address,
@@ -261,7 +276,7 @@ class BlockchainRegistry(pulumi.ComponentResource):
 
     def _agent(self, name: str, cloud: str, provider: k8s.Provider, cfg: RegistryConfig, environment: str,
                key: pulumi.Output[str], ids: pulumi.Output[str], address: pulumi.Output[str],
-               rpc_url: pulumi.Input[str]) -> None:
+               rpc_url: pulumi.Input[str], ledger: AgentLedger | None = None) -> None:
         """Namespace + Secret (the key, as a file) + one-replica Deployment on one cluster."""
         opts = pulumi.ResourceOptions(parent=self, provider=provider)
         labels = k8s_labels(environment, TIER, cloud, app=AGENT_APP)
@@ -300,6 +315,16 @@ class BlockchainRegistry(pulumi.ComponentResource):
             k8s.core.v1.EnvVarArgs(name="EDGEFABRIC_ALIVE_FILE", value="/tmp/heartbeat-alive"),
             k8s.core.v1.EnvVarArgs(name="EDGEFABRIC_METRICS_PORT", value=str(METRICS_PORT)),
         ]
+        if ledger is not None:
+            # The hash changes with the typed config, so a config change rolls the agent out with
+            # the new hash; an agent left behind (or a config changed outside `up`) reports it.
+            env += [
+                k8s.core.v1.EnvVarArgs(name="EDGEFABRIC_LEDGER_ADDRESS", value=ledger.address),
+                k8s.core.v1.EnvVarArgs(name="EDGEFABRIC_STACK", value=ledger.stack),
+                k8s.core.v1.EnvVarArgs(name="EDGEFABRIC_CONFIG_HASH", value=ledger.config_hash),
+                k8s.core.v1.EnvVarArgs(name="EDGEFABRIC_LEDGER_FROM_BLOCK",
+                                       value=pulumi.Output.from_input(ledger.from_block).apply(lambda b: str(b or 0))),
+            ]
         container = k8s.core.v1.ContainerArgs(
             name=AGENT_APP,
             image=cfg.agent_image,

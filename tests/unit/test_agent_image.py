@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "agent" / "Dockerfile"
 ENTRYPOINT = "agent.heartbeat"
 OURS = ("edgefabric", "agent")
-# Data files the shipped modules open at run time (chain/registry.py: ARTIFACT_PATH).
-DATA_FILES = ("contracts/build/ServiceRegistry.json",)
+# Data files the shipped modules open at run time (chain/registry.py: ARTIFACT_PATH; chain/ledger.py:
+# LEDGER_ARTIFACT, for the agent's config check).
+DATA_FILES = ("contracts/build/ServiceRegistry.json", "contracts/build/DeploymentLedger.json")
 # What of the package the agent may use: the engine-free chain client (and the error type).
 AGENT_MAY_IMPORT = ("edgefabric", "edgefabric.chain", "edgefabric.errors")
 
@@ -251,9 +252,10 @@ def test_the_image_pins_what_requirements_pin() -> None:
 
 @pytest.mark.parametrize(("line", "missing"), [
     ("COPY edgefabric/chain/ edgefabric/chain/",
-     "COPY edgefabric/chain/__init__.py edgefabric/chain/client.py edgefabric/chain/"),
+     "COPY edgefabric/chain/__init__.py edgefabric/chain/client.py edgefabric/chain/registry.py edgefabric/chain/"),
     ("COPY edgefabric/__init__.py edgefabric/", ""),
     ("COPY contracts/build/ServiceRegistry.json contracts/build/", ""),
+    ("COPY contracts/build/DeploymentLedger.json contracts/build/", ""),
 ])
 def test_a_missing_file_is_named(line: str, missing: str) -> None:
     text = DOCKERFILE.read_text()

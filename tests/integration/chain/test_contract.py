@@ -12,6 +12,7 @@ from eth_utils import keccak
 from hexbytes import HexBytes
 
 from edgefabric.chain.client import TransactionReverted, TxResult
+from edgefabric.chain.record import RecordFormatError, RecordPayload, decode_record
 from edgefabric.chain.registry import Registry, service_id
 from tests.kits.registry import Deployed
 
@@ -87,7 +88,19 @@ def test_register_then_get_service_returns_every_field(reg: Deployed) -> None:
     assert ev["args"]["serviceId"] == HexBytes(sid)
     assert ev["args"]["owner"] == reg.owner.client.address
     assert ev["args"]["nameHash"] == keccak(text="api")
-    assert ev["args"]["endpoints"] == EPS and ev["args"]["ttl"] == TTL and ev["args"]["version"] == "1.0.0"
+    assert ev["args"]["ttl"] == TTL
+    # The log names the record; its code holds the payload, so logs + getCode rebuild the registry.
+    assert record_payload(reg, ev["args"]["record"]) == RecordPayload(
+        reg.owner.client.address, "api", "1.0.0", EPS, '{"tier":"core"}')
+
+
+def record_payload(reg: Deployed, record: str) -> RecordPayload:
+    return decode_record(reg.w3.eth.get_code(record))  # type: ignore[arg-type]
+
+
+def registered_record(reg: Deployed, result: TxResult) -> str:
+    (ev,) = events(reg.owner, result, "ServiceRegistered")
+    return str(ev["args"]["record"])
 
 
 def test_service_id_is_abi_encoded_and_owner_specific(reg: Deployed) -> None:
@@ -147,8 +160,27 @@ def test_input_bounds(reg: Deployed, kwargs: dict[str, Any], error: str, fragmen
     assert fragment in str(err)
 
 
-def test_largest_allowed_inputs_register(reg: Deployed) -> None:
-    register(reg.owner, "n" * 64, "v" * 32, ttl=30 * 86400, endpoints=["e" * 256] * 8, metadata="m" * 1024)
+def test_largest_allowed_inputs_register_and_read_back(reg: Deployed) -> None:
+    # Distinct bytes everywhere, so a field read from a wrong offset cannot pass by accident.
+    name, version = "".join(chr(48 + i % 40) for i in range(64)), "".join(chr(97 + i % 26) for i in range(32))
+    eps = [f"{i}" + "".join(chr(65 + (i * 7 + j) % 26) for j in range(255)) for i in range(8)]
+    metadata = "".join(chr(33 + i % 90) for i in range(1024))
+    sid = register(reg.owner, name, version, ttl=30 * 86400, endpoints=eps, metadata=metadata)
+    rec = reg.owner.get_service(sid)
+    assert rec is not None
+    assert (rec.name, rec.version, rec.endpoints, rec.metadata) == (name, version, eps, metadata)
+    assert rec.owner == reg.owner.client.address and rec.ttl == 30 * 86400 and rec.is_active
+    # Every length field at its bound: a 1-byte endpoint, empty metadata, 1-byte name and version.
+    small = register(reg.owner, "n", "v", endpoints=["e"], metadata="")
+    rec = reg.owner.get_service(small)
+    assert rec is not None and (rec.name, rec.version, rec.endpoints, rec.metadata) == ("n", "v", ["e"], "")
+    # Owner-only paths read the owner and the name back from the largest record too.
+    reg.owner.update(sid, eps[::-1], metadata[::-1])
+    rec = reg.owner.get_service(sid)
+    assert rec is not None and (rec.name, rec.version, rec.endpoints, rec.metadata) == (
+        name, version, eps[::-1], metadata[::-1])
+    reg.owner.deregister(sid)
+    assert reg.owner.service_versions(name) == []
 
 
 def test_unknown_service(reg: Deployed) -> None:
@@ -242,13 +274,21 @@ def test_expiry_is_lazy_and_hides_the_service_from_discovery(reg: Deployed) -> N
 
 
 def test_register_again_after_expiry_reuses_the_index_slot(reg: Deployed) -> None:
-    sid = register(reg.owner, ttl=TTL)
+    sid = register(reg.owner, ttl=TTL, metadata="old")
+    delegate = reg.third.client.address
+    reg.owner.set_delegate(sid, delegate)
     reg.mine_at(reg.now() + TTL + 5)
-    assert register(reg.owner, ttl=TTL, endpoints=["https://new"]) == sid
+    result = reg.owner.register("api", "1.0.0", ["https://new", "https://new2"], "new", 2 * TTL)
     assert reg.owner.service_versions("api") == [sid]
     assert reg.owner.owner_services(reg.owner.client.address) == [sid]
     assert reg.owner.contract.functions.indexedServiceCount().call() == 1
-    assert reg.owner.get_service(sid).endpoints == ["https://new"]  # type: ignore[union-attr]
+    rec = reg.owner.get_service(sid)
+    block_ts = int(reg.w3.eth.get_block(result.block_number)["timestamp"])
+    assert rec is not None and (rec.endpoints, rec.metadata, rec.ttl) == (["https://new", "https://new2"], "new", 2 * TTL)
+    assert rec.registration_time == rec.last_heartbeat == block_ts and rec.is_active
+    # The delegate survives a re-registration of the same id, and its heartbeat still works.
+    assert reg.owner.is_delegate(sid, delegate)
+    reg.third.heartbeat(sid)
 
 
 def test_update_service_replaces_endpoints_and_metadata(reg: Deployed) -> None:
@@ -259,9 +299,45 @@ def test_update_service_replaces_endpoints_and_metadata(reg: Deployed) -> None:
     assert rec is not None and before is not None
     assert rec.endpoints == ["https://9"] and rec.metadata == '{"v":2}'
     assert rec.last_heartbeat == before.last_heartbeat  # an update is not a heartbeat
+    assert (rec.name, rec.version, rec.owner, rec.registration_time) == (
+        before.name, before.version, before.owner, before.registration_time)
     (ev,) = events(reg.owner, result, "ServiceUpdated")
     assert ev["args"]["endpoints"] == ["https://9"] and ev["args"]["metadata"] == '{"v":2}'
     reverts("EmptyInput", reg.owner.update, sid, [], "")
+
+
+def test_update_writes_a_new_record_and_leaves_the_old_one(reg: Deployed) -> None:
+    """A record is immutable: an update points the service at a new one carrying the same owner,
+    name and version, and the old one still decodes to what the registration log promised."""
+    first = registered_record(reg, reg.owner.register("api", "1.0.0", EPS, "m1", TTL))
+    sid = service_id("api", "1.0.0", reg.owner.client.address)
+    reg.owner.update(sid, ["https://u1"], "m2")
+    reg.owner.update(sid, ["https://u2", "https://u3"], "")
+    rec = reg.owner.get_service(sid)
+    assert rec is not None and (rec.endpoints, rec.metadata) == (["https://u2", "https://u3"], "")
+    assert record_payload(reg, first) == RecordPayload(reg.owner.client.address, "api", "1.0.0", EPS, "m1")
+    # Owner checks read the owner from the current record: still the owner, nobody else.
+    reverts("NotServiceOwner", reg.other.update, sid, EPS, "")
+    reg.owner.heartbeat(sid)
+    reg.owner.deregister(sid)
+    assert reg.owner.service_versions("api") == []
+
+
+def test_decode_record_refuses_code_that_is_not_a_whole_record(reg: Deployed) -> None:
+    record = registered_record(reg, reg.owner.register("api", "1.0.0", EPS, "meta", TTL))
+    code = bytes(reg.w3.eth.get_code(record))  # type: ignore[arg-type]
+    assert decode_record(code).metadata == "meta"
+    for bad, why in ((bytes(reg.w3.eth.get_code(reg.address)), "starts with STOP"),  # type: ignore[arg-type]
+                     (code[:-1], "truncated"), (code + b"\x00", "trailing"), (b"", "starts with STOP")):
+        with pytest.raises(RecordFormatError, match=why):
+            decode_record(bad)
+
+
+def test_a_record_is_inert_code(reg: Deployed) -> None:
+    # Its code starts with STOP: a call (or a transfer) to it does nothing and cannot revert.
+    record = registered_record(reg, reg.owner.register("api", "1.0.0", EPS, "", TTL))
+    assert bytes(reg.w3.eth.get_code(record))[:1] == b"\x00"  # type: ignore[arg-type]
+    assert reg.w3.eth.call({"to": record, "data": "0x12345678"}) == b""  # type: ignore[typeddict-item]
 
 
 # ----------------------------------------------------------------------------- deregister
@@ -283,7 +359,10 @@ def test_deregister_removes_from_every_index_and_can_register_again(reg: Deploye
     reverts("ServiceNotActive", reg.owner.heartbeat, a)
     reverts("ServiceNotActive", reg.owner.update, a, EPS, "")
 
-    assert register(reg.owner, version="1") == a
+    assert register(reg.owner, version="1", endpoints=["https://again"], metadata="again") == a
+    rec = reg.owner.get_service(a)
+    assert rec is not None and rec.is_active and (rec.name, rec.version, rec.endpoints, rec.metadata) == (
+        "api", "1", ["https://again"], "again")
     assert reg.owner.service_versions("api") == [c, b, a]
     assert reg.owner.owner_services(reg.owner.client.address) == [c, b, a]
     assert reg.owner.contract.functions.indexedServiceCount().call() == 3

@@ -200,3 +200,23 @@ def test_cloud_native_checks_are_wired_into_the_failover(stack: tuple[StackConfi
     assert failover.inputs["backends"]["gcp_dns"]["health_check"].endswith(f"/healthChecks/{check.name}")
     r53 = rendered.of_type("aws:route53/healthCheck:HealthCheck")
     assert set(failover.inputs["health_check_ids"]) == set(cfg.clouds.enabled) and len(r53) == 3
+
+
+def test_heartbeat_agents_carry_the_config_hash_the_ledger_records(stack: tuple[StackConfig, Rendered]) -> None:
+    """Each agent gets `config_hash(cfg)` (what this `up`'s ledger entry records), its stack and
+    the ledger's first block, so it can report a config the ledger does not hold."""
+    from edgefabric.chain.ledger import config_hash
+
+    cfg, rendered = stack
+    [entry] = rendered.of_type("pulumi-python:dynamic/ledger:DeploymentRecord") or [None]
+    agents = [d for d in rendered.of_type("kubernetes:apps/v1:Deployment") if d.name.endswith("-agent")
+              and d.inputs["metadata"]["name"] == "heartbeat-agent"]
+    if entry is None:
+        assert not agents
+        return
+    for dep in agents:
+        [c] = dep.inputs["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["EDGEFABRIC_CONFIG_HASH"] == entry.inputs["config_hash"] == config_hash(cfg), dep.name
+        assert env["EDGEFABRIC_STACK"] == entry.inputs["stack"] == rendered.stack
+        assert "EDGEFABRIC_LEDGER_ADDRESS" in env and "EDGEFABRIC_LEDGER_FROM_BLOCK" in env

@@ -97,6 +97,7 @@ def test_registry_children_outputs_and_agent(mocks: Mocks) -> None:
         assert env["EDGEFABRIC_METRICS_PORT"] == "9464"
         assert env["EDGEFABRIC_SERVICE_IDS"] == ",".join(sorted(ids, key=ids.index))
         assert "EDGEFABRIC_DEPLOYER_KEY" not in env  # the key comes from the Secret file
+        assert "EDGEFABRIC_CONFIG_HASH" not in env  # no ledger given: no config check
         assert set(K8S_LABEL_KEYS) <= dep["metadata"]["labels"].keys()
         assert dep["metadata"]["labels"]["edgefabric.io/tier"] == "registry"
         secret = by_type["kubernetes:core/v1:Secret"][0].inputs
@@ -214,3 +215,27 @@ def test_image_version_fits_the_contract(image: str, version: str) -> None:
     from edgefabric.tiers.registry import image_version
 
     assert image_version(image) == version and len(version.encode()) <= 32
+
+
+def test_the_agent_carries_the_ledger_and_the_config_hash(mocks: Mocks) -> None:
+    from edgefabric.tiers.registry import AgentLedger, BlockchainRegistry, BlockchainRegistryArgs, ServiceSpec
+
+    digest = "0x" + "5a" * 32
+
+    @pulumi.runtime.test
+    def build() -> Any:
+        provider = k8s.Provider("aws-k8s", kubeconfig="{}")
+        BlockchainRegistry("registry", BlockchainRegistryArgs(
+            registry=_cfg(), services=[ServiceSpec("api-gateway", "1.0.0", ["https://203.0.113.10"], "{}")],
+            environment="dev", k8s_providers={"aws": provider},
+            ledger=AgentLedger(address=pulumi.Output.from_input("0x" + "77" * 20), stack="unit",
+                               config_hash=digest, from_block=pulumi.Output.from_input(12)),
+        ))
+
+    build()
+    [dep] = [r for r in mocks.created if r.typ == "kubernetes:apps/v1:Deployment"]
+    env = {e["name"]: e.get("value") for e in dep.inputs["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["EDGEFABRIC_CONFIG_HASH"] == digest
+    assert env["EDGEFABRIC_LEDGER_ADDRESS"] == "0x" + "77" * 20
+    assert env["EDGEFABRIC_STACK"] == "unit"
+    assert env["EDGEFABRIC_LEDGER_FROM_BLOCK"] == "12"
