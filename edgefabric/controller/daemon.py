@@ -21,10 +21,12 @@ this keeps failover working.
   takes over when the holder stops renewing.
 - Restarts: the writer saves its evidence after every tick (`--state-file`,
   atomically) and continues from it when it is fresh. Without fresh evidence,
-  and whenever it takes the lease, it reads what the backends publish first: a
-  cloud the answers leave out starts down and serves its whole recovery
-  (successThreshold + recoveryHoldDownS) before it returns
-  (`edgefabric.controller.state`, `edgefabric.traffic.reconcile.absent_from_published`).
+  and whenever it takes the lease, it reads what the backends publish for every
+  name first (one read per backend and name, one call per backend under the
+  deadline): a cloud that any name's answers leave out starts down for all
+  names and serves its whole recovery (successThreshold + recoveryHoldDownS)
+  before it returns (`edgefabric.controller.state`,
+  `edgefabric.traffic.reconcile.absent_from_published`).
 - Every failover, recovery and fail-open sends a notification to each
   configured channel (Slack webhook, PagerDuty Events v2, SMTP), off the loop,
   from the lease holder only.
@@ -36,7 +38,9 @@ this keeps failover working.
   (`apply_records`: one Route53 ChangeBatch per 1,000 changes, one PowerDNS PATCH, one
   Cloud DNS change). performance-based names plan from the probes' latency, smoothed per
   name (`strategies.<s>.latencySmoothing`), and keep their shares within the band.
-  The lease, the state file and the restart seeding are the first name's.
+  The restart seeding reads every name (above). The lease and the state file stay one
+  per controller, named after the first name: health evidence is per cloud and shared by
+  every name, and one writer applies all of them in the same calls.
 - Never publishes an empty answer set: the planner always returns weights that
   sum to the scale, failing open to the configured weights when all are down.
 - `--once`: one reconcile (probing up to failure_threshold rounds to reach a
@@ -173,12 +177,50 @@ class LeaseLost(RuntimeError):
     """The lease lapsed between the tick that planned an apply and the apply itself."""
 
 
+class _NameReads:
+    """One backend's reads of every published name, kept as each returns, so a name whose
+    read hangs or fails never hides the answers of the names read beside it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._published: dict[str, Published | None] = {}
+        self._errors: dict[str, str] = {}
+
+    def put(self, record: str, value: Published | None) -> None:
+        with self._lock:
+            self._published[record] = value
+
+    def fail(self, record: str, error: str) -> None:
+        with self._lock:
+            self._errors[record] = error
+
+    def snapshot(self) -> tuple[dict[str, Published | None], dict[str, str]]:
+        """(record -> what the backend publishes for it, record -> why it could not be read)
+        as of now; a read still running is in neither."""
+        with self._lock:
+            return dict(self._published), dict(self._errors)
+
+
 @dataclass
 class _Seeding:
-    """The reads a new lease holder makes before its first apply (see `Controller._seed`)."""
+    """The reads a new lease holder makes before its first apply (see `Controller._seed`):
+    one call per backend, reading every published name."""
 
     calls: dict[str, Call]
+    reads: dict[str, _NameReads]
     backends: list[DnsBackend]
+
+
+@dataclass(frozen=True)
+class _Seed:
+    """What the published answers said: the clouds they leave out (cloud -> reason naming
+    the record and the backend), per record which backends answered and which did not, and
+    why a read failed (record -> backend -> error)."""
+
+    absent: dict[str, str]
+    read: dict[str, list[str]]
+    unread: dict[str, list[str]]
+    errors: dict[str, dict[str, str]]
 
 
 class Controller:
@@ -252,33 +294,98 @@ class Controller:
         self._seed_on_lead = True
 
     def seed_evidence(self, evidence: Mapping[str, Any] | None = None) -> dict[str, dict[str, object]]:
-        """`evidence` with every healthy-or-unknown cloud the published answers leave out
-        started down; reads every backend now, each within the deadline (`--once`)."""
+        """`evidence` with every healthy-or-unknown cloud the published answers (of every
+        name) leave out started down; reads every backend now, each within the deadline
+        (`--once`)."""
         out = {str(k): dict(v) for k, v in (evidence or {}).items()}
-        backends = self._backends()
-        rs = self.spec.record_spec()
-        calls = {b.name: self.calls.submit(b.name, "read", functools.partial(b.read, rs)) for b in backends}
-        self.calls.wait(c for c in calls.values() if c is not None)
-        published = {n: c.value for n, c in calls.items() if c is not None and c.done.is_set() and c.ok}
+        seeding = self._start_reads()
+        self.calls.wait(seeding.calls.values())
         now = self.clock()
-        for cloud, reason in absent_from_published(self.spec, published, backends).items():
+        for cloud, reason in self._absent(seeding).absent.items():
             if bool(out.get(cloud, {}).get("healthy", True)):
                 out[cloud] = seeded_down(reason, now).to_dict()
                 self.log("seeded", target=cloud, to="unhealthy", reason=reason)
         return out
 
+    def _start_reads(self) -> _Seeding:
+        """One call per backend (its one call in flight, under the deadline) that reads every
+        published name once; a backend with a call still running says nothing this time."""
+        backends = self._backends()
+        calls: dict[str, Call] = {}
+        reads: dict[str, _NameReads] = {}
+        for b in backends:
+            into = _NameReads()
+            call = self.calls.submit(b.name, "read", functools.partial(self._read_names, b, into))
+            if call is not None:
+                calls[b.name], reads[b.name] = call, into
+        return _Seeding(calls, reads, backends)
+
+    def _read_names(self, backend: DnsBackend, into: _NameReads) -> dict[str, Published | None]:
+        """On the backend's call thread: read each name once, up to OWN_SETTINGS_CONCURRENCY
+        at a time, each on a daemon thread (a hung read must not hold up the interpreter's
+        exit, nor the names after it). Every answer goes to `into` as it returns, so the
+        seeder uses what has arrived when the call's deadline passes."""
+        work = list(self.records)
+        lock = threading.Lock()
+        todo = iter(work)
+
+        def worker() -> None:
+            while True:
+                with lock:
+                    record = next(todo, None)
+                if record is None:
+                    return
+                try:
+                    # A name with its own settings (its own Traffic Manager profiles) is read
+                    # where it is published, by a backend built from them.
+                    shared = self._same_settings(record, backend.name)
+                    reader = backend if shared else self._own_backend(record, backend.name)
+                    into.put(record.record_name, reader.read(record.record_spec()))
+                except Exception as exc:  # one name's failure says nothing about the others
+                    into.fail(record.record_name, f"{type(exc).__name__}: {exc}")
+
+        if len(work) == 1:
+            worker()
+        else:
+            threads = [threading.Thread(target=worker, name=f"read-{backend.name}-{i}", daemon=True)
+                       for i in range(min(len(work), OWN_SETTINGS_CONCURRENCY))]  # fmt: skip
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        return into.snapshot()[0]
+
+    def _absent(self, seeding: _Seeding) -> _Seed:
+        """Every name's answers, each held against that name's own configured plan
+        (`absent_from_published`), and the union of what they leave out: health evidence is
+        per cloud, shared by every name, so a cloud one name's answer dropped starts down for
+        all. The first name found keeps its reason."""
+        snapshots = {b: reads.snapshot() for b, reads in seeding.reads.items()}
+        absent: dict[str, str] = {}
+        read: dict[str, list[str]] = {}
+        unread: dict[str, list[str]] = {}
+        errors: dict[str, dict[str, str]] = {}
+        for record in self.records:
+            name = record.record_name
+            published: dict[str, Published | str | None] = {
+                b: got[name] for b, (got, _) in snapshots.items() if name in got}
+            read[name] = sorted(published)
+            missing = sorted({b.name for b in seeding.backends} - set(published))
+            if missing:
+                unread[name] = missing
+            failed = {b: failures[name] for b, (_, failures) in snapshots.items() if name in failures}
+            if failed:
+                errors[name] = failed
+            for cloud, reason in absent_from_published(record, published, seeding.backends).items():
+                absent.setdefault(cloud, f"{reason} for {name}")
+        return _Seed(absent, read, unread, errors)
+
     def _seed(self, wait_s: float) -> bool:
-        """As new lease holder: read the published answers (off the loop, each backend within
-        the deadline) and start the clouds they leave out down. True once done."""
+        """As new lease holder: read every name's published answers (off the loop, one call
+        per backend within the deadline) and start the clouds they leave out down. True once
+        done."""
         if self._seeding is None:
-            backends = self._backends()
-            rs = self.spec.record_spec()
-            calls = {}
-            for b in backends:
-                call = self.calls.submit(b.name, "read", functools.partial(b.read, rs))
-                if call is not None:  # a backend with a call still running says nothing this time
-                    calls[b.name] = call
-            self._seeding = _Seeding(calls, backends)
+            self._seeding = self._start_reads()
         pending = [c for c in self._seeding.calls.values() if not c.done.is_set()]
         end = time.monotonic() + wait_s
         for call in pending:
@@ -286,18 +393,15 @@ class Controller:
         now_m = time.monotonic()
         if any(not c.done.is_set() and now_m < c.deadline_at for c in self._seeding.calls.values()):
             return False
-        published: dict[str, Published | str | None] = {
-            n: c.value for n, c in self._seeding.calls.items() if c.done.is_set() and c.ok}
+        seed = self._absent(self._seeding)
         now = self.clock()
-        absent = absent_from_published(self.spec, published, self._seeding.backends)
-        for cloud, reason in absent.items():
+        for cloud, reason in seed.absent.items():
             st = self.tracker.states.get(cloud)
             if st is None or st.healthy:
                 self.tracker.states[cloud] = seeded_down(reason, now)
                 self.log("seeded", target=cloud, to="unhealthy", reason=reason)
-        unread = sorted(set(b.name for b in self._seeding.backends) - set(published))
-        self.log("seeded_from_published", read=sorted(published), unread=unread, absent=sorted(absent),
-                 health=self.tracker.healthy())  # fmt: skip
+        self.log("seeded_from_published", read=seed.read, unread=seed.unread, errors=seed.errors,
+                 absent=sorted(seed.absent), health=self.tracker.healthy())  # fmt: skip
         self._seeding = None
         return True
 
@@ -367,6 +471,13 @@ class Controller:
             return True
         return bool(getattr(record.backends, backend) == getattr(self.spec.backends, backend))
 
+    def _own_backend(self, record: FailoverSpec, backend: str) -> DnsBackend:
+        """`backend` built from `record`'s own settings, each request bounded by the deadline."""
+        built = build_backends(record.backends, only=[backend])[0]
+        if hasattr(built, "call_timeout_s"):
+            built.call_timeout_s = self.apply_timeout_s
+        return built
+
     def _dispatch(
         self, plans: Mapping[str, Mapping[str, Plan]], backends: list[DnsBackend]
     ) -> dict[str, Call | None]:
@@ -381,16 +492,10 @@ class Controller:
                 raise LeaseLost("the lease lapsed before the call: not applied")
             shared = [r for r in self.records if self._same_settings(r, b.name)]
 
-            def own_backend(r: FailoverSpec) -> DnsBackend:
-                backend = build_backends(r.backends, only=[b.name])[0]
-                if hasattr(backend, "call_timeout_s"):
-                    backend.call_timeout_s = self.apply_timeout_s
-                return backend
-
             # A name with its own settings (its own Traffic Manager profiles) goes in the same
             # call, written by a backend built from them; Traffic Manager reads the resource
             # group once for all of them.
-            own = [(own_backend(r), specs[r.record_name], p[r.record_name])
+            own = [(self._own_backend(r, b.name), specs[r.record_name], p[r.record_name])
                    for r in self.records if r not in shared]  # fmt: skip
             return apply_records(b, [(specs[r.record_name], p[r.record_name]) for r in shared], own,
                                  concurrency=OWN_SETTINGS_CONCURRENCY)

@@ -26,6 +26,7 @@ when the backend builds its client inside a call.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,9 @@ def batch_cost(change: dict[str, Any]) -> int:
     rrset = change["ResourceRecordSet"]
     records = max(1, len(rrset.get("ResourceRecords") or []))
     return records * (2 if change["Action"] == "UPSERT" else 1)
+
+
+_CLIENT_LOCK = threading.Lock()
 
 
 @dataclass
@@ -89,7 +93,10 @@ class Route53Backend:
         if self.endpoint_url:
             kwargs["endpoint_url"] = self.endpoint_url
         kwargs.update(self.credentials)  # aws_access_key_id / aws_secret_access_key when passed as secrets
-        return boto3.client("route53", **kwargs)
+        # boto3.client builds on the shared default session, which is not thread-safe; the
+        # controller reads several names at once (`Controller._read_names`). Clients are.
+        with _CLIENT_LOCK:
+            return boto3.client("route53", **kwargs)
 
     def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
         from botocore.exceptions import ClientError, EndpointConnectionError

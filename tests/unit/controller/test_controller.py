@@ -87,7 +87,8 @@ def test_restart_without_evidence_starts_a_cloud_absent_from_dns_down(probes: Pr
     ctl.start()
     rec = ctl.tick()
     assert rec.plan.default == {"aws": 67, "azure": 0, "gcp": 33}
-    assert ("seeded", {"target": "azure", "to": "unhealthy", "reason": "absent from powerdns's default answer"}) in events
+    assert ("seeded", {"target": "azure", "to": "unhealthy",
+                       "reason": "absent from powerdns's default answer for api.unit.test."}) in events
     # azure answers from now on: it must serve successThreshold (2) and the hold-down (5 s).
     for _ in range(4):
         clock.now += 1
