@@ -173,13 +173,16 @@ def write_stack(tmp: Path, eps: LocalEndpoints, pdns: PowerDnsServer) -> Path:
                              "replication": "active-active", "loadBalancing": "round-robin"},
             "order-service": {"primary": "azure", "secondary": "aws", "tertiary": "gcp",
                               "replication": "active-active", "loadBalancing": "weighted"},
+            "payment-service": {"primary": "gcp", "secondary": "aws", "tertiary": "azure",
+                                "replication": "active-active", "loadBalancing": "performance-based"},
         },
         "routing": {"defaultWeight": 60},
         "failover": {"action": "route-to-secondary"},
         "healthCheck": {"intervalS": 1, "timeoutS": 0.5, "failureThreshold": 2, "successThreshold": 2,
                         "recoveryHoldDownS": 60, "check": {"type": "http", "path": "/health", "port": eps.port}},
         "dns": {"ttl": 1, "records": [{"name": "user." + ZONE, "strategy": "user-service"},
-                                      {"name": "orders." + ZONE, "strategy": "order-service"}],
+                                      {"name": "orders." + ZONE, "strategy": "order-service"},
+                                      {"name": "payments." + ZONE, "strategy": "payment-service"}],
                 "backends": {"powerdns": {"apiUrl": pdns.api_url, "apiKeyRef": "config:powerdnsApiKey",
                                           "zone": ZONE}}},
     }  # fmt: skip
@@ -204,28 +207,37 @@ def test_the_controller_publishes_each_name_by_its_own_strategy(
 ) -> None:
     monkeypatch.setenv("EDGEFABRIC_SECRET_POWERDNSAPIKEY", pdns.api_key)
     specs = failover_specs(load_stack_file(write_stack(tmp_path, endpoints, pdns)))
-    assert [s.record_name for s in specs] == ["user." + ZONE, "orders." + ZONE]
+    assert [s.record_name for s in specs] == ["user." + ZONE, "orders." + ZONE, "payments." + ZONE]
     log: list[tuple[str, dict[str, Any]]] = []
     ctl = Controller(specs[0], [], lambda event, **f: log.append((event, f)), records=specs, apply_timeout_s=10)
     rec = ctl.tick(wait=True)
     assert [o.ok for o in rec.outcomes] == [True]
+    # The seed's three services: round-robin, weighted, and performance-based (shares from the
+    # probes' latency: loopback endpoints answer alike, so the plan is whatever the measured
+    # latencies give; every cloud healthy gets a share, and the answers must follow that plan).
     want = {"user." + ZONE: {"aws": 34, "azure": 33, "gcp": 33}, "orders." + ZONE: {"aws": 20, "azure": 60, "gcp": 20}}
-    assert {name: p.default for name, p in rec.plans.items()} == want
-    for name, weights in want.items():
+    plans = {name: p.default for name, p in rec.plans.items()}
+    assert {n: plans[n] for n in want} == want
+    perf = plans["payments." + ZONE]
+    assert sum(perf.values()) == 100 and all(perf[c] > 0 for c in ("aws", "azure", "gcp")), perf
+    for name, weights in {**want, "payments." + ZONE: perf}.items():
         got = shares(pdns, name, endpoints)
         assert near(got, weights), (name, got, weights)
     # azure fails: round-robin re-splits; the weighted name gives azure's 60 to the next cloud
-    # in its order (azure, aws, gcp): aws.
+    # in its order (azure, aws, gcp): aws; the performance-based name drops azure.
     endpoints.set_healthy("azure", False)
     for _ in range(2):
         rec = ctl.tick(wait=True)
     after = {"user." + ZONE: {"aws": 50, "azure": 0, "gcp": 50}, "orders." + ZONE: {"aws": 80, "azure": 0, "gcp": 20}}
-    assert {name: p.default for name, p in rec.plans.items()} == after
-    for name, weights in after.items():
+    plans = {name: p.default for name, p in rec.plans.items()}
+    assert {n: plans[n] for n in after} == after
+    perf = plans["payments." + ZONE]
+    assert perf["azure"] == 0 and sum(perf.values()) == 100, perf
+    for name, weights in {**after, "payments." + ZONE: perf}.items():
         got = shares(pdns, name, endpoints)
         assert near(got, weights), (name, got, weights)
-    plans = [f for e, f in log if e == "plan"]
-    assert {p["record"] for p in plans} == set(want)
+    planned = [f for e, f in log if e == "plan"]
+    assert {p["record"] for p in planned} == {s.record_name for s in specs}
     ctl.close()
     backend = PowerDnsBackend(pdns.api_url, pdns.api_key, pdns.zone)
     for s in specs:
