@@ -238,7 +238,8 @@ def describe_event(event: Mapping[str, Any]) -> str:
         return f"{event.get('target')} is now {event.get('to')} ({event.get('detail', '')})"
     if kind == "plan":
         default = (event.get("weights") or {}).get("default")
-        return f"new plan, default answer {default}" + (" (fail-open)" if event.get("fail_open") else "")
+        record = f" for {event['record']}" if event.get("record") else ""
+        return f"new plan{record}, default answer {default}" + (" (fail-open)" if event.get("fail_open") else "")
     if kind == "applied":
         return f"applied to {event.get('backend')}"
     if kind == "notify":
