@@ -181,25 +181,41 @@ class World:
                         found.add(receipt["contractAddress"].lower())
         return found
 
-    def kill_when(self, command: str, point: Callable[[dict[str, tuple[str, str]]], bool], what: str) -> None:
+    def kill_when(self, command: str, point: Callable[[dict[str, tuple[str, str]]], bool], what: str,
+                  attempts: int = 3) -> None:
         """Start `pulumi <command>`, SIGKILL it (process group and every plugin it started) at the
-        first moment `point(in_flight)` holds, and check that the run was really cut short."""
-        self.runs += 1
-        event_log = self.engine.root / f"events-{self.runs}.jsonl"
-        proc = self.engine.start(command, "--yes", "--stack", STACK, "--event-log", str(event_log),
-                                 log=self.engine.root / f"killed-{self.runs}.log")  # fmt: skip
-        def at_point() -> bool:
-            # In flight (the event log) and recorded as pending in the state: the engine emits a
-            # step's event a moment before it writes the pending operation.
-            recorded = self.recorded_pending()
-            return point({urn: step for urn, step in in_flight(event_log).items() if urn in recorded})
+        first moment `point(in_flight)` holds, and check that the run was really cut short.
 
-        try:
-            wait_for(lambda: proc.poll() is not None or at_point(), timeout=600, interval=0.05,
-                     what=f"`pulumi {command}` {what}")  # fmt: skip
-        finally:
-            self.engine.kill(proc)
-        assert proc.returncode == -9, f"`pulumi {command}` ended before the kill point ({what})"
+        Some steps are in flight for well under a second (a DNS publication on loopback): a run
+        can finish before the watcher sees the point. Then the world is put back (the opposite
+        command) and the run is tried again, at most `attempts` times in all."""
+        undo = {"up": "destroy", "destroy": "up"}[command]
+        for attempt in range(1, attempts + 1):
+            self.runs += 1
+            event_log = self.engine.root / f"events-{self.runs}.jsonl"
+            proc = self.engine.start(command, "--yes", "--stack", STACK, "--event-log", str(event_log),
+                                     log=self.engine.root / f"killed-{self.runs}.log")  # fmt: skip
+
+            def at_point(log: Path = event_log) -> bool:
+                # The event log first (cheap), then the state: a step counts once it is in flight
+                # and recorded as pending (the engine emits a step's event a moment before it
+                # writes the pending operation).
+                flight = in_flight(log)
+                if not flight or not point(flight):
+                    return False
+                recorded = self.recorded_pending()
+                return point({urn: step for urn, step in flight.items() if urn in recorded})
+
+            try:
+                wait_for(lambda run=proc: run.poll() is not None or at_point(), timeout=600, interval=0.02,
+                         what=f"`pulumi {command}` {what}")  # fmt: skip
+            finally:
+                self.engine.kill(proc)
+            if proc.returncode == -9 or attempt == attempts:
+                break
+            assert proc.returncode == 0, f"`pulumi {command}` failed before the kill point ({what})"
+            self.engine.run(undo, "--yes", "--stack", STACK, timeout=900)
+        assert proc.returncode == -9, f"`pulumi {command}` ended before the kill point ({what}), {attempts} times"
         checkpoint = self.checkpoint()
         assert checkpoint.get("pending_operations"), f"killed {what}, but the state records nothing in flight"
 
