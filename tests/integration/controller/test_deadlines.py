@@ -63,7 +63,9 @@ def test_the_others_converge_while_traffic_manager_hangs(
         # answers that read, so it waits the deadline for it, and not a moment longer.
         took = wait_for("PowerDNS and Route53 publish all three", lambda: converged({"aws", "azure", "gcp"}),
                         APPLY_TIMEOUT_S + 8)  # fmt: skip
-        assert time.monotonic() - started <= APPLY_TIMEOUT_S + 2 + 1.5, took  # + the interpreter's start
+        # + the interpreter's start and imports (about 1.5 s, up to 3 s on a loaded 2-core
+        # machine); the figure itself is bench/failover.py's hung_backend_s (3.07 s).
+        assert time.monotonic() - started <= APPLY_TIMEOUT_S + 2 + 3, took
         # A failover while Traffic Manager still hangs: the other two follow in detection time.
         endpoints.stop("gcp")
         stopped = time.monotonic()
