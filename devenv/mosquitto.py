@@ -300,7 +300,7 @@ def demo(root: Path, site: str = "factory-berlin", region: str = "eu-west", clou
             raise MosquittoStartError("the reading did not reach the core broker within 10 s")
         msg, took_ms = received[0], (core.arrived[0] - sent) * 1000
         return (f"edge-{site} -> region-{region} -> core-{cloud}: {msg.topic} = {msg.payload.decode()} "
-                f"in {took_ms:.1f} ms (TLS bridges, client certificates from the stack CA)")
+                f"in {took_ms:.1f} ms (TLS bridges; a CA and client certificates made for this run by the stack's PKI code)")
     finally:
         fabric.stop()
 
