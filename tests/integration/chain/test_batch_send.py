@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hexbytes import HexBytes
 
-from devenv.anvil import AnvilProcess
+from devenv.anvil import AnvilProcess, start_anvil
 from devenv.faultproxy import FaultProxy, wait_for_mode_requests
 from edgefabric.chain.client import (
     BatchSendError,
@@ -22,6 +23,21 @@ from edgefabric.chain.client import (
 from edgefabric.chain.registry import Registry, load_artifact, service_id
 
 PAYLOAD = ("1.0.0", ["https://a.example/x", "https://b.example/x"], '{"tier":"core"}', 600)
+
+
+@pytest.fixture(scope="module")
+def anvil() -> Iterator[AnvilProcess]:
+    with start_anvil() as node:
+        yield node
+
+
+@pytest.fixture(scope="module")
+def contract(anvil: AnvilProcess) -> str:
+    art = load_artifact()
+    client = ChainClient(connect(anvil.rpc_url), load_account(anvil.private_keys[0]), abi=art["abi"])
+    address = client.deploy(art["abi"], art["bytecode"], "deploy").contract_address
+    assert address is not None
+    return address
 
 
 def _registry(url: str, key: str, address: str) -> Registry:

@@ -6,12 +6,13 @@ import logging
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from eth_account import Account
 
-from devenv.anvil import AnvilProcess
+from devenv.anvil import AnvilProcess, start_anvil
 from edgefabric.chain.client import (
     ChainClient,
     ChainError,
@@ -24,6 +25,12 @@ from edgefabric.chain.client import (
 from edgefabric.chain.registry import Registry, load_artifact
 
 REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def anvil() -> Iterator[AnvilProcess]:
+    with start_anvil() as node:
+        yield node
 
 
 def _registry(anvil: AnvilProcess, key: str) -> Registry:

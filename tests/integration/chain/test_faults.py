@@ -13,7 +13,7 @@ import pytest
 from hexbytes import HexBytes
 from web3 import Web3
 
-from devenv.anvil import AnvilProcess
+from devenv.anvil import AnvilProcess, start_anvil
 from devenv.faultproxy import FaultProxy, Mode, wait_for_mode_requests
 from edgefabric.chain.client import (
     ChainClient,
@@ -26,10 +26,25 @@ from edgefabric.chain.client import (
 from edgefabric.chain.registry import Registry, load_artifact, service_id
 
 
+@pytest.fixture(scope="module")
+def anvil() -> Iterator[AnvilProcess]:
+    with start_anvil() as node:
+        yield node
+
+
 @pytest.fixture
 def proxy(anvil: AnvilProcess) -> Iterator[FaultProxy]:
     with FaultProxy(anvil.rpc_url) as p:
         yield p
+
+
+@pytest.fixture(scope="module")
+def contract(anvil: AnvilProcess) -> str:
+    art = load_artifact()
+    client = ChainClient(connect(anvil.rpc_url), load_account(anvil.private_keys[0]), abi=art["abi"])
+    address = client.deploy(art["abi"], art["bytecode"], "deploy").contract_address
+    assert address is not None
+    return address
 
 
 def _registry(url: str, key: str, address: str, **client_kwargs: Any) -> Registry:
