@@ -316,7 +316,7 @@ class _Loop:
 
 def restart_gap(pdns: PowerDnsServer, eps: LocalEndpoints, tmp: Path, mode: str) -> float:
     """Seconds azure (down) is answered in the 4 s after a restart; mode: state | dns | none."""
-    from edgefabric.controller.lease import FileLease
+    from edgefabric.traffic.lease import FileLease
 
     record = f"gap-{mode}.{ZONE}"
     spec = FailoverSpec.from_inputs(_ctl_props(eps, pdns, record))

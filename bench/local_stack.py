@@ -163,11 +163,12 @@ class LocalStack:
         """The memory the control planes take together: their anonymous memory (heaps, stacks),
         plus each binary's file-backed pages once. Summed RSS counts a binary's code once per
         process, although the four apiservers (and so on) share one copy of it in the page cache."""
-        pids: list[tuple[str, int]] = []
+        by_pid: dict[int, str] = {}  # each process once: one LoadBalancer process serves every cluster
         for record in self.env_dir.glob("*/cluster.json"):
-            pids += [(c, int(pid)) for c, pid in json.loads(record.read_text()).get("pids", {}).items()]
+            by_pid.update({int(pid): c for c, pid in json.loads(record.read_text()).get("pids", {}).items()})
         for record in self.env_dir.glob("etcd/etcd.pid.json"):
-            pids.append(("etcd", int(json.loads(record.read_text())["pid"])))
+            by_pid[int(json.loads(record.read_text())["pid"])] = "etcd"
+        pids = [(c, pid) for pid, c in by_pid.items()]
         anon_kb, file_kb = 0, dict[str, int]()
         for component, pid in pids:
             try:

@@ -353,8 +353,39 @@ class LocalEnv:
 
     def cluster(self, plan: ClusterPlan, binaries: k8s.KubeBinaries | None = None) -> k8s.LocalCluster:
         """The LocalCluster of a plan (started or not: its `api` works once it runs)."""
+        # No LoadBalancer controller of its own: one process serves every cluster (`_start_loadbalancers`).
         return k8s.LocalCluster(plan.spec(self.layout), self.cluster_dir(plan.name),
-                                ports=k8s.ClusterPorts(**plan.ports), etcd_url=self.etcd_url, binaries=binaries)
+                                ports=k8s.ClusterPorts(**plan.ports), etcd_url=self.etcd_url, binaries=binaries,
+                                loadbalancer=False)  # fmt: skip
+
+    @property
+    def loadbalancer_record(self) -> Path:
+        return self.dir / "loadbalancer.json"
+
+    def _start_loadbalancers(self, plans: list[ClusterPlan]) -> None:
+        """One LoadBalancer controller process for every cluster (a thread each), recorded in
+        each cluster's state as its `loadbalancer` component. Kept when it runs for the same
+        clusters; replaced otherwise."""
+        clusters = [self.cluster(plan) for plan in plans]
+        wanted = [c.loadbalancer_args() for c in clusters]
+        try:
+            record = json.loads(self.loadbalancer_record.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            record = {}
+        pid = int(record.get("pid") or 0)
+        if not (record.get("clusters") == wanted and k8s.runs(pid, "loadbalancer")):
+            if k8s.runs(pid, "loadbalancer"):
+                terminate(pid)
+            args_file = self.dir / "loadbalancer.clusters.json"
+            args_file.write_text(json.dumps(wanted, indent=1) + "\n")
+            env: dict[str, str] = {}
+            for plan in plans:
+                env.update(plan.spec(self.layout).lb_env)
+            pid = k8s.spawn_detached([sys.executable, "-m", "devenv.loadbalancer", "--clusters", str(args_file)],
+                                     self.dir / "loadbalancer.log", k8s.loadbalancer_env(env))  # fmt: skip
+            self.loadbalancer_record.write_text(json.dumps({"pid": pid, "clusters": wanted}) + "\n")
+        for cluster in clusters:
+            cluster.record_component("loadbalancer", pid)
 
     @property
     def etcd_url(self) -> str:
@@ -398,7 +429,7 @@ class LocalEnv:
         todo: list[tuple[ClusterPlan, k8s.LocalCluster]] = []
         for plan in plans:
             state = k8s.cluster_status(self.cluster_dir(plan.name))
-            if state and all(state["running"].get(c) for c in k8s.COMPONENTS):
+            if state and all(state["running"].get(c) for c in k8s.COMPONENTS if c != "loadbalancer"):
                 continue
             if state:
                 k8s.stop_from_dir(self.cluster_dir(plan.name))  # half a cluster: start it afresh
@@ -421,6 +452,7 @@ class LocalEnv:
                         progress.update(tasks[name], description=f"cluster {name}: FAILED", completed=1)
         if errors:
             raise LocalEnvError("\n".join(errors))
+        self._start_loadbalancers(plans)
         for plan in plans:
             cluster = self.cluster(plan)
             cluster.apply_nodes()
@@ -441,6 +473,7 @@ class LocalEnv:
             if state and any(state["running"].values()):
                 stopped.append(plan.name)
             k8s.stop_from_dir(self.cluster_dir(plan.name))
+        self.loadbalancer_record.unlink(missing_ok=True)  # its process was each cluster's component
         etcd = self._etcd_record() is not None
         k8s.stop_etcd_from_dir(self.etcd_dir)
         what = stopped + (["etcd"] if etcd else [])
@@ -474,6 +507,14 @@ class LocalEnv:
                     entry["error"] = str(exc)
             out[plan.name] = entry
         return out
+
+    def _cluster_pids(self) -> set[int]:
+        """Every running component's pid, each once (the LoadBalancer process serves them all)."""
+        pids: set[int] = set()
+        for plan in self.layout.cluster_plans:
+            state = k8s.cluster_status(self.cluster_dir(plan.name)) or {}
+            pids |= {int(pid) for c, pid in state.get("pids", {}).items() if state["running"].get(c)}
+        return pids
 
     def etcd_status(self) -> dict[str, Any]:
         info = self._etcd_record()
@@ -689,8 +730,9 @@ class LocalEnv:
             "endpoints": self.endpoints_status(),
             "etcd": etcd,
             "clusters": clusters,
-            # Every control plane together: etcd, and each cluster's components.
-            "k8s_rss_bytes": etcd["rss_bytes"] + sum(c["rss_bytes"] for c in clusters.values()),
+            # Every control plane together: etcd, and each cluster's components (the shared
+            # LoadBalancer controller once).
+            "k8s_rss_bytes": etcd["rss_bytes"] + sum(k8s.process_rss(pid) for pid in self._cluster_pids()),
         }
 
 

@@ -618,7 +618,7 @@ def start_etcd(data_dir: Path, client_port: int = 0, peer_port: int = 0, timeout
         "--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1h",
     ]  # fmt: skip
     log_path = data_dir / "etcd.log"
-    proc = _spawn(cmd, log_path)
+    proc = _spawn(cmd, log_path, {**os.environ, **GO_ENV})  # a Go heap too (see GO_ENV)
     etcd = LocalEtcd(data_dir, client_port, peer_port, proc.pid, proc)
     try:
         _wait_http("etcd", f"{client}/health", proc, log_path, timeout,
@@ -639,7 +639,7 @@ def stop_etcd_from_dir(data_dir: Path) -> bool:
         pid = int(json.loads(pidfile.read_text())["pid"])
     except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError):
         return False
-    if _runs(pid, "etcd"):
+    if runs(pid, "etcd"):
         terminate(pid)
     pidfile.unlink(missing_ok=True)
     return True
@@ -844,27 +844,35 @@ class LocalCluster:
         self.pids[component] = proc.pid
         self._write_state()  # at once: a caller killed mid-start leaves a record to stop it by
 
-    def _start_loadbalancer(self) -> None:
+    def loadbalancer_args(self) -> list[str]:
+        """The LoadBalancer controller's arguments for this cluster (`python -m devenv.loadbalancer
+        ARGS`); several clusters' lists go to one process with `--clusters` (devenv/cli.py)."""
         from devenv import loadbalancer
 
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        # A bad flavor or pool fails here, not in the child's log.
+        loadbalancer.scheme_for(self.spec.flavor, self.spec.name, self.spec.region, self.spec.lb_pool)
         p = self.pki.path
-        cmd = [
-            sys.executable, "-m", "devenv.loadbalancer",
+        args = [
             "--server", self.server, "--ca", str(self.pki.ca_cert),
             "--cert", str(p("loadbalancer.crt")), "--key", str(p("loadbalancer.key")),
             "--cluster", self.spec.name, "--flavor", self.spec.flavor,
         ]  # fmt: skip
         if self.spec.region:
-            cmd += ["--region", self.spec.region]
+            args += ["--region", self.spec.region]
         if self.spec.lb_pool:
-            cmd += ["--pool", self.spec.lb_pool]
-        cmd += list(self.spec.lb_args)
-        env.update(self.spec.lb_env)
-        # A bad flavor or pool fails here, not in the child's log.
-        loadbalancer.scheme_for(self.spec.flavor, self.spec.name, self.spec.region, self.spec.lb_pool)
-        self._run("loadbalancer", cmd, env)
+            args += ["--pool", self.spec.lb_pool]
+        return args + list(self.spec.lb_args)
+
+    def _start_loadbalancer(self) -> None:
+        env = loadbalancer_env(self.spec.lb_env)
+        self._run("loadbalancer", [sys.executable, "-m", "devenv.loadbalancer", *self.loadbalancer_args()], env)
+
+    def record_component(self, component: str, pid: int) -> None:
+        """Record a component another process started for this cluster (the LoadBalancer
+        controller that devenv/cli.py runs once for all its clusters), so status and stop see it."""
+        self.pids.update(json.loads((self.dir / STATE_FILE).read_text()).get("pids", {}))
+        self.pids[component] = pid
+        self._write_state()
 
     @staticmethod
     def _node_ready(api: KubeApi, name: str) -> bool:
@@ -935,6 +943,20 @@ class LocalCluster:
         return {c: _rss(pid) for c, pid in self.pids.items() if alive(pid)}
 
 
+def loadbalancer_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a LoadBalancer controller process: ours, the repository importable,
+    and `extra` (the PowerDNS API key for aws hostnames: never in its arguments)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def spawn_detached(cmd: list[str], log_path: Path, env: Mapping[str, str] | None = None) -> int:
+    """Start a process that outlives us, its output in `log_path`; its pid."""
+    return _spawn(cmd, log_path, env).pid
+
+
 def process_rss(pid: int) -> int:
     """Resident memory of one process in bytes (from /proc); 0 when it is gone."""
     return _rss(pid)
@@ -955,7 +977,8 @@ def _rss(pid: int) -> int:
 _CMDLINE_MARK = {"loadbalancer": "devenv.loadbalancer"}
 
 
-def _runs(pid: int, component: str) -> bool:
+def runs(pid: int, component: str) -> bool:
+    """True while `pid` runs and is that component (not a recycled pid)."""
     if not alive(pid):
         return False
     try:
@@ -971,7 +994,7 @@ def cluster_status(data_dir: Path) -> dict[str, Any] | None:
         state = json.loads((Path(data_dir) / STATE_FILE).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    state["running"] = {c: _runs(int(pid), c) for c, pid in state.get("pids", {}).items()}
+    state["running"] = {c: runs(int(pid), c) for c, pid in state.get("pids", {}).items()}
     return state
 
 

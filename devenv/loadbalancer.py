@@ -14,7 +14,8 @@ from the Service's status); a Service with `spec.loadBalancerClass` set is left 
 clouds' default controllers do; a Service that stops being a LoadBalancer loses its ingress.
 
 Run it as a thread (`LoadBalancerController(api, scheme).start_thread()`) or as a process, which
-is how devenv/kubernetes.py runs it next to each cluster:
+is how devenv/kubernetes.py runs it next to a cluster (scripts/local-env runs one process for all
+its clusters: `--clusters FILE`, a JSON list of each cluster's arguments):
 
     python -m devenv.loadbalancer --server https://127.0.0.1:6443 --ca ca.crt --cert c.crt --key c.key \\
         --cluster aws --flavor aws --region us-east-1 \\
@@ -373,7 +374,7 @@ class LoadBalancerController:
             self._thread.join(timeout)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m devenv.loadbalancer", description=__doc__.split("\n\n")[0]
     )
@@ -389,8 +390,13 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"aws: a PowerDNS API (http://127.0.0.1:<port>) to publish each hostname in, "
                              f"its key in ${DNS_API_KEY_ENV}")
     parser.add_argument("--dns-address", default=None, help="aws: the loopback address the hostnames resolve to")
+    return parser
+
+
+def controller_from_args(argv: list[str]) -> LoadBalancerController:
+    """One cluster's controller from its arguments (see `_parser`); exits with usage on bad ones."""
+    parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     scheme = scheme_for(args.flavor, args.cluster, args.region, args.pool)
     records = None
     if args.dns_api:
@@ -401,18 +407,32 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--dns-address {address} is not inside {LOOPBACK_NET}")
         records = HostnameRecords(args.dns_api, os.environ.get(DNS_API_KEY_ENV, ""),
                                   hostname_zone(scheme.region), str(address))
-    controller = LoadBalancerController(KubeApi(args.server, args.ca, args.cert, args.key), scheme,
-                                        records=records)
+    return LoadBalancerController(KubeApi(args.server, args.ca, args.cert, args.key), scheme, records=records)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One cluster (its arguments), or several: `--clusters FILE`, a JSON list of each cluster's
+    argument list. scripts/local-env runs one process for all its clusters: a Python process
+    costs ~40 MiB resident, a controller thread next to nothing."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--clusters"] and len(argv) == 2:
+        controllers = [controller_from_args(list(a)) for a in json.loads(Path(argv[1]).read_text())]
+    else:
+        controllers = [controller_from_args(argv)]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     def on_term(*_: object) -> None:
-        controller.stop(timeout=0)
-        sys.exit(0)  # the watch thread is a daemon: it ends with the process
+        for c in controllers:
+            c.stop(timeout=0)
+        sys.exit(0)  # the watch threads are daemons: they end with the process
 
     signal.signal(signal.SIGTERM, on_term)
-    log.info("cluster %s (%s): answering LoadBalancer services with %s", scheme.cluster, scheme.flavor,
-             f"hostnames in {scheme.region}" if scheme.pool is None else f"IPs from {scheme.pool}")  # fmt: skip
-    controller.start_thread()
-    while controller._thread is not None and controller._thread.is_alive():
+    for controller in controllers:
+        scheme = controller.scheme
+        log.info("cluster %s (%s): answering LoadBalancer services with %s", scheme.cluster, scheme.flavor,
+                 f"hostnames in {scheme.region}" if scheme.pool is None else f"IPs from {scheme.pool}")  # fmt: skip
+        controller.start_thread()
+    while any(c._thread is not None and c._thread.is_alive() for c in controllers):
         time.sleep(0.5)
     return 0
 

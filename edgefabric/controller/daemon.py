@@ -17,7 +17,7 @@ this keeps failover working.
   never gets a second call while its first still runs, and never delays another
   backend or the probes (`edgefabric.controller.calls`).
 - One writer: the controller applies only while it holds the record's lease
-  (`edgefabric.controller.lease`); a second controller stands by, probing, and
+  (`edgefabric.traffic.lease`); a second controller stands by, probing, and
   takes over when the holder stops renewing.
 - Restarts: the writer saves its evidence after every tick (`--state-file`,
   atomically) and continues from it when it is fresh. Without fresh evidence,
@@ -75,13 +75,6 @@ from typing import Any, TextIO
 from edgefabric.config import StackConfig, load_stack_file
 from edgefabric.controller import state
 from edgefabric.controller.calls import BackendCalls, Call
-from edgefabric.controller.lease import (
-    FileLease,
-    Lease,
-    default_identity,
-    kubernetes_lease,
-    lease_cluster_args,
-)
 from edgefabric.controller.metrics import ControllerMetrics, MetricsServer, staleness
 from edgefabric.controller.notify import EmailNotifier, Event, Notifier, PagerDutyNotifier, SlackNotifier
 from edgefabric.errors import ConfigError
@@ -89,6 +82,13 @@ from edgefabric.secrets import resolve
 from edgefabric.traffic.dns import build_backends
 from edgefabric.traffic.dns.base import ApplyResult, BackendOutcome, DnsBackend, Published, apply_records
 from edgefabric.traffic.health import HealthTracker, Transition
+from edgefabric.traffic.lease import (
+    FileLease,
+    Lease,
+    default_identity,
+    kubernetes_lease,
+    lease_cluster_args,
+)
 from edgefabric.traffic.planner import Plan
 from edgefabric.traffic.reconcile import (
     LEASE_FILE_ENV,

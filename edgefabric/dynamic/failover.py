@@ -53,7 +53,9 @@ from pulumi.dynamic import (
 from edgefabric.dynamic._unknown import is_unknown
 from edgefabric.errors import Problem
 from edgefabric.traffic.dns import build_backends
+from edgefabric.traffic.lease import quorum_lease_holder
 from edgefabric.traffic.reconcile import (
+    LeaseRecord,
     Reconciled,
     apply_plan,
     assess_health,
@@ -71,7 +73,7 @@ PROVIDER_VERSION = "2"
 # Inputs that describe the world; everything else in the outputs is observed state.
 INPUT_KEYS = (*FailoverSpec.model_fields, "provider_version")
 REPLACE_KEYS = ("record_name",)
-SECRET_OUTPUTS = ["secrets"]
+SECRET_OUTPUTS = ["secrets", "lease"]
 
 
 def _now() -> str:
@@ -110,19 +112,31 @@ class WeightedFailoverProvider(ResourceProvider):
     # ---- helpers
     def _reconcile(self, props: dict[str, Any], evidence: Any) -> Reconciled:
         spec = FailoverSpec.from_inputs(props)
-        # One writer: while a live controller holds the record's lease ($EDGEFABRIC_LEASE_FILE),
-        # report its plan as read back from the backends; never write over its verdict.
-        holder = live_lease_holder(spec)
+        # One writer: while a live controller holds the record's lease (the controllers' Leases
+        # in the core clusters, or $EDGEFABRIC_LEASE_FILE on one machine), report its plan as
+        # read back from the backends; never write over its verdict.
+        holder = live_lease_holder(spec) or self._cluster_lease_holder(props, spec)
         if holder is not None:
             return follow_lease_holder(spec, holder, build_backends(spec.backends, props.get("secrets")))
         tracker = assess_health(spec, evidence, lookup=_config_secrets(props))
         backends = build_backends(spec.backends, props.get("secrets"))
         return apply_plan(spec, tracker, backends, [])
 
+    @staticmethod
+    def _cluster_lease_holder(props: dict[str, Any], spec: FailoverSpec) -> LeaseRecord | None:
+        """The controllers' live holder, when the stack deploys them (`dns.controller.deploy`):
+        the majority of the core clusters' Leases, read with the stack's kubeconfigs."""
+        lease = props.get("lease") or {}
+        kubeconfigs = lease.get("kubeconfigs") or {}
+        if not kubeconfigs:
+            return None
+        return quorum_lease_holder(kubeconfigs, str(lease["namespace"]), spec.record_name)
+
     def _outputs(self, props: dict[str, Any], rec: Reconciled, last_change: str) -> dict[str, Any]:
         outs = {k: props.get(k) for k in INPUT_KEYS if k in props}
-        if props.get("secrets"):
-            outs["secrets"] = props["secrets"]  # listed in additional_secret_outputs: encrypted in state
+        for key in SECRET_OUTPUTS:  # listed in additional_secret_outputs: encrypted in state
+            if props.get(key):
+                outs[key] = props[key]
         outs.update(
             plan=rec.plan.to_dict(),
             health=rec.health,
@@ -218,7 +232,10 @@ class WeightedFailoverArgs:
       endpoint the spec left as `PENDING_ADDRESS`, see `FailoverSpec.from_config`);
     - `health_check_ids`: cloud -> Route53 health-check id;
     - `gcp_health_check`: the compute HealthCheck's self-link Cloud DNS steers with;
-    - `secrets`: `config:` reference -> value, passed as a Pulumi secret.
+    - `secrets`: `config:` reference -> value, passed as a Pulumi secret;
+    - `lease_kubeconfigs`: cloud -> kubeconfig (a secret) of each core cluster the failover
+      controller runs in, with `lease_namespace` where its Leases are: while a controller
+      holds the record's lease there, `up` follows it instead of writing.
     """
 
     spec: FailoverSpec
@@ -226,6 +243,8 @@ class WeightedFailoverArgs:
     health_check_ids: Mapping[str, pulumi.Input[str]] | None = None
     gcp_health_check: pulumi.Input[str] | None = None
     secrets: pulumi.Input[Mapping[str, pulumi.Input[str]]] | None = None
+    lease_kubeconfigs: Mapping[str, pulumi.Input[str]] | None = None
+    lease_namespace: str | None = None
     provider_version: str = PROVIDER_VERSION
 
     def inputs(self) -> dict[str, Any]:
@@ -268,6 +287,9 @@ class WeightedFailover(pulumi.dynamic.Resource, module="failover", name="Weighte
             **args.inputs(),
             "provider_version": args.provider_version,
             "secrets": pulumi.Output.secret(args.secrets) if args.secrets is not None else None,
+            # Not a spec input (a rotated kubeconfig is no change to the record): read at apply.
+            "lease": pulumi.Output.secret({"namespace": args.lease_namespace, "kubeconfigs": dict(args.lease_kubeconfigs)})
+            if args.lease_kubeconfigs else None,
             # Declared so the engine knows these outputs exist before create.
             "plan": None,
             "health": None,

@@ -65,7 +65,7 @@ STACK_DIR = "/etc/edgefabric"
 KUBECONFIG_DIR = "/var/run/edgefabric/kubeconfigs"
 STATE_DIR = "/var/lib/edgefabric"
 RUN_AS = 65532  # the image's numeric non-root user
-IN_CLUSTER = "in-cluster"  # as `edgefabric.controller.lease.IN_CLUSTER` (tiers do not import the controller)
+IN_CLUSTER = "in-cluster"  # as `edgefabric.traffic.lease.IN_CLUSTER` (tiers import only traffic.spec of traffic)
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ from edgefabric.config import (
 from edgefabric.dynamic.failover import WeightedFailover, WeightedFailoverArgs
 from edgefabric.errors import ConfigError
 from edgefabric.tiers import secret_output
-from edgefabric.tiers.failover_controller import ControllerCluster, deploy_controller
+from edgefabric.tiers.failover_controller import CONTROLLER_NAMESPACE, ControllerCluster, deploy_controller
 from edgefabric.tiers.labels import cloud_tags
 from edgefabric.traffic.spec import PENDING_ADDRESS, FailoverAction, FailoverSpec, is_name, native_check
 
@@ -131,6 +131,8 @@ class GlobalTraffic(pulumi.ComponentResource):
                 pulumi.log.warn(note, resource=self)
 
         self.failovers: dict[str, WeightedFailover] = {}
+        # With the controller in the clusters, `up` reads its Leases there and follows a live one.
+        leases = dict(args.clusters) if args.dns.controller.deploy else {}
         for i, spec in enumerate(specs):
             suffix = "" if i == 0 else "-" + spec.record_name.rstrip(".").replace(".", "-")
             self.failovers[spec.record_name] = WeightedFailover(
@@ -139,6 +141,8 @@ class GlobalTraffic(pulumi.ComponentResource):
                     spec, addresses=args.addresses, health_check_ids=r53_ids,
                     # Cloud DNS probes each weighted item with this check and skips an unhealthy one.
                     gcp_health_check=gcp_check, secrets=self._secrets(spec) or None,
+                    lease_kubeconfigs={cloud: c.kubeconfig for cloud, c in leases.items()} or None,
+                    lease_namespace=CONTROLLER_NAMESPACE if leases else None,
                 ),
                 opts=pulumi.ResourceOptions(parent=self),
             )  # fmt: skip

@@ -9,7 +9,7 @@ WeightedFailover, which may not import the controller):
 - what the published answers say about health (`absent_from_published`): a restarted
   controller, or a new lease holder, starts a cloud the answers leave out as down;
 - the lease record one writer holds (`LeaseRecord`, written by
-  `edgefabric.controller.lease`), and `follow_lease_holder`: while a live controller
+  `edgefabric.traffic.lease`), and `follow_lease_holder`: while a live controller
   holds the record's lease, `pulumi up` reports its plan read back from the backends
   instead of writing over it.
 """
@@ -231,7 +231,7 @@ LEASE_FILE_ENV = "EDGEFABRIC_LEASE_FILE"
 @dataclass(frozen=True)
 class LeaseRecord:
     """Who may write a record, until when (epoch seconds). The file lease
-    (`edgefabric.controller.lease.FileLease`) keeps one of these as JSON; writers on one
+    (`edgefabric.traffic.lease.FileLease`) keeps one of these as JSON; writers on one
     machine share it."""
 
     holder: str

@@ -5,6 +5,9 @@ stop with them (their own checks: tests/engine/test_tiers.py)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -12,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from devenv.anvil import rpc_call
+from devenv.processes import alive
 from tests.kits.engine import LocalPorts, copy_project, local_env, pick_local_ports
 
 
@@ -54,6 +58,27 @@ def test_up_is_idempotent_and_status_says_what_runs_where(stack: tuple[Path, Pat
         "gcp": ("127.0.3.1", ports.endpoint, True),
     }
     assert all(c["running"] for c in st["clusters"].values()) and st["etcd"]["running"], st["clusters"]
+    # One LoadBalancer controller process answers every cluster (a thread each), each cluster's
+    # `loadbalancer` component; `up` replaces it when it dies and keeps the control planes.
+    lb_pids = {json.loads((data / n / "cluster.json").read_text())["pids"]["loadbalancer"] for n in st["clusters"]}
+    assert len(lb_pids) == 1, lb_pids
+    (lb_pid,) = lb_pids
+    log = (data / "loadbalancer.log").read_text()
+    assert all(f"cluster {n} (" in log for n in st["clusters"]), log
+    apiservers = {n: json.loads((data / n / "cluster.json").read_text())["pids"]["kube-apiserver"] for n in st["clusters"]}
+    os.kill(lb_pid, signal.SIGKILL)
+    wait_until = time.monotonic() + 10
+    while alive(lb_pid) and time.monotonic() < wait_until:
+        time.sleep(0.1)
+    down = json.loads(local_env(project, data, ports, "status", "--json").stdout)
+    assert not any(c["components"]["loadbalancer"] for c in down["clusters"].values()), down["clusters"]
+    assert "clusters:  aws, azure, gcp, edge already running" in local_env(project, data, ports, "up").stdout
+    st = json.loads(local_env(project, data, ports, "status", "--json").stdout)
+    assert all(c["running"] for c in st["clusters"].values()), st["clusters"]
+    new_pids = {json.loads((data / n / "cluster.json").read_text())["pids"]["loadbalancer"] for n in st["clusters"]}
+    assert len(new_pids) == 1 and new_pids != lb_pids
+    assert apiservers == {n: json.loads((data / n / "cluster.json").read_text())["pids"]["kube-apiserver"]
+                          for n in st["clusters"]}  # fmt: skip
     text = local_env(project, data, ports, "status").stdout
     assert f"http://127.0.2.1:{ports.endpoint}/health -> healthy" in text, text
 

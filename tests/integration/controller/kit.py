@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devenv.endpoints import LocalEndpoints
 from devenv.powerdns import PowerDnsServer
+from edgefabric.traffic.dns.http import json_request
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -41,6 +42,13 @@ def write_stack(dirpath: Path, name: str, eps: LocalEndpoints, record: str, back
         "dns": {"recordName": record, "ttl": 1, "strategy": "api-gateway", "backends": backends, **dns_over},
     }  # fmt: skip
     (dirpath / f"Pulumi.{name}.yaml").write_text(yaml.safe_dump({"config": {f"edgefabric:{k}": v for k, v in cfg.items()}}))
+
+
+def lua_records(pdns: PowerDnsServer, record: str) -> list[str]:
+    """The LUA record contents published for `record`: what a writer applied, read back."""
+    url = f"{pdns.api_url}/api/v1/servers/localhost/zones/{pdns.zone}?rrset_name={record}&rrset_type=LUA"
+    _, zone = json_request("GET", url, {"X-API-Key": pdns.api_key})
+    return [r["content"] for rr in zone["rrsets"] if rr["type"] == "LUA" for r in rr["records"]]
 
 
 def pdns_backend(pdns: PowerDnsServer, zone: str) -> dict[str, Any]:

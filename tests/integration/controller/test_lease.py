@@ -19,12 +19,12 @@ from devenv.powerdns import PowerDnsServer
 from edgefabric.config import load_stack_file
 from edgefabric.controller.daemon import failover_spec
 from edgefabric.dynamic.failover import PROVIDER_VERSION, WeightedFailoverProvider
-from edgefabric.traffic.dns.http import json_request
 from edgefabric.traffic.reconcile import LEASE_FILE_ENV, read_lease
 from tests.integration.conftest import ZONE
 from tests.integration.controller.kit import (
     Ctl,
     Sampler,
+    lua_records,
     pdns_backend,
     scrape,
     seen,
@@ -40,12 +40,6 @@ HOLD_DOWN_S = 6.0
 
 def _applies(url: str) -> float:
     return value(scrape(url), "edgefabric_apply_duration_seconds_count", backend="powerdns")
-
-
-def _lua(pdns: PowerDnsServer, record: str) -> list[str]:
-    url = f"{pdns.api_url}/api/v1/servers/localhost/zones/{pdns.zone}?rrset_name={record}&rrset_type=LUA"
-    _, zone = json_request("GET", url, {"X-API-Key": pdns.api_key})
-    return [r["content"] for rr in zone["rrsets"] if rr["type"] == "LUA" for r in rr["records"]]
 
 
 def _healthz(url: str) -> tuple[int, dict[str, Any]]:
@@ -90,14 +84,14 @@ def test_one_writer_takeover_and_pulumi_up_follows(
         spec = failover_spec(load_stack_file(tmp_path / "Pulumi.lease.yaml"))
         props = {**spec.to_inputs(), "provider_version": PROVIDER_VERSION}
         endpoints.start("azure")
-        before = _lua(pdns, record)
+        before = lua_records(pdns, record)
         monkeypatch.setenv(LEASE_FILE_ENV, str(lease_file))
         monkeypatch.setenv("EDGEFABRIC_SECRET_POWERDNSAPIKEY", pdns.api_key)
         outs = WeightedFailoverProvider().create(props).outs
         # route-to-secondary (the default action): azure's share goes to the next cloud in priority order.
         assert outs["plan"]["answers"]["default"]["weights"] == {"aws": 50, "azure": 0, "gcp": 50}
         assert outs["health"]["azure"]["healthy"] is False and outs["backend_status"] == {"powerdns": "ok"}
-        assert _lua(pdns, record) == before
+        assert lua_records(pdns, record) == before
         endpoints.stop("azure")
 
         # The holder dies: no release. The standby takes over within two lease periods, and

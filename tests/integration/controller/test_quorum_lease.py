@@ -30,9 +30,27 @@ from kubernetes.client.exceptions import ApiException
 from devenv.endpoints import LocalEndpoints
 from devenv.kubernetes import ClusterSpec, KubeApi, KubeBinaries, LocalCluster, LocalEtcd
 from devenv.powerdns import PowerDnsServer
-from edgefabric.controller.lease import KubernetesLease, QuorumLease, api_client, lease_object_name
+from edgefabric.config import load_stack_file
+from edgefabric.controller.daemon import failover_spec
+from edgefabric.dynamic.failover import PROVIDER_VERSION, SECRET_OUTPUTS, WeightedFailoverProvider
+from edgefabric.traffic.lease import (
+    KubernetesLease,
+    QuorumLease,
+    api_client,
+    lease_object_name,
+    quorum_lease_holder,
+)
 from tests.integration.conftest import ZONE
-from tests.integration.controller.kit import Ctl, pdns_backend, scrape, seen, value, wait_for, write_stack
+from tests.integration.controller.kit import (
+    Ctl,
+    lua_records,
+    pdns_backend,
+    scrape,
+    seen,
+    value,
+    wait_for,
+    write_stack,
+)
 from tests.integration.kubernetes.conftest import k8s_binaries, shared_etcd  # noqa: F401 - fixtures
 
 CLOUDS = ("aws", "azure", "gcp")
@@ -177,6 +195,7 @@ def test_takeover_across_clouds_and_a_lost_cloud(
         assert holders() == {f"ctl-{leader}"}
         assert _applies(ctls[other]) == 0, "two writers"
         assert not ctls[other].events("lease_acquired")
+        _pulumi_up_follows(pdns, endpoints, lease_clusters, tmp_path, record, f"ctl-{leader}")
 
         # 2. The leader's cloud is lost: its API server stops. It still holds two of three.
         lease_clusters[leader].stop()
@@ -202,6 +221,38 @@ def test_takeover_across_clouds_and_a_lost_cloud(
         endpoints.start("azure")
         for ctl in ctls.values():
             ctl.kill()
+
+
+def _pulumi_up_follows(pdns: PowerDnsServer, endpoints: LocalEndpoints, clusters: dict[str, LocalCluster],
+                       stack_dir: Path, record: str, leader: str) -> None:
+    """`pulumi up` (WeightedFailover, given the core clusters' kubeconfigs as GlobalTraffic
+    gives them with `dns.controller.deploy`) while a controller leads through the Leases:
+    azure answers again, so an `up` of its own would put it back at once; it follows the
+    holder's verdict (azure out, within its hold-down) and writes nothing."""
+    kubeconfigs = {c: clusters[c].kubeconfig.read_text() for c in CLOUDS}
+    held = quorum_lease_holder(kubeconfigs, NAMESPACE, record)
+    assert held is not None and held.holder == leader and held.live()
+    assert quorum_lease_holder(kubeconfigs, NAMESPACE, "unheld." + ZONE) is None
+    assert quorum_lease_holder(kubeconfigs, "no-such-namespace", record) is None
+
+    azure = endpoints.address("azure")
+    endpoints.stop("azure")
+    try:
+        wait_for("azure out of the answers", lambda: seen(pdns, record, 40)[azure] == 0, 10)
+    finally:
+        endpoints.start("azure")
+    spec = failover_spec(load_stack_file(stack_dir / "Pulumi.ql.yaml"))
+    props = {**spec.to_inputs(), "provider_version": PROVIDER_VERSION,
+             "secrets": {"config:powerdnsApiKey": pdns.api_key},
+             "lease": {"namespace": NAMESPACE, "kubeconfigs": kubeconfigs}}  # fmt: skip
+    before = lua_records(pdns, record)
+    outs = WeightedFailoverProvider().create(props).outs
+    weights = outs["plan"]["answers"]["default"]["weights"]
+    assert weights["azure"] == 0 and outs["health"]["azure"]["healthy"] is False, outs["plan"]
+    assert outs["backend_status"] == {"powerdns": "ok"}
+    assert lua_records(pdns, record) == before
+    # The lease's kubeconfigs are secret outputs, like the backends' keys.
+    assert "lease" in SECRET_OUTPUTS and outs["lease"]["kubeconfigs"] == kubeconfigs
 
 
 def test_the_deployed_role_is_enough_for_the_lease_and_no_more(

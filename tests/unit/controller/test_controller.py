@@ -14,8 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgefabric.controller.daemon import Controller
-from edgefabric.controller.lease import FileLease
 from edgefabric.controller.metrics import MetricsServer
+from edgefabric.traffic.lease import FileLease
 from tests.unit.controller.fakes import Clock, FakeBackend, Probes, World, names, recorder, spec
 
 Events = list[tuple[str, dict[str, Any]]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from edgefabric.controller.lease import FileLease
+from edgefabric.traffic.lease import FileLease
 from edgefabric.traffic.reconcile import LeaseRecord, live_lease_holder, read_lease
 from tests.unit.controller.fakes import Clock, spec
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from edgefabric.controller.lease import LeaseStatus, LeaseUnavailable, QuorumLease, lease_cluster_args
 from edgefabric.errors import ConfigError
+from edgefabric.traffic.lease import LeaseStatus, LeaseUnavailable, QuorumLease, lease_cluster_args
 
 
 class Member:

@@ -13,10 +13,10 @@ import yaml
 from edgefabric.config import load_stack_file
 from edgefabric.config.loading import load_config, raw_from_stack_file
 from edgefabric.controller.daemon import failover_spec
-from edgefabric.controller.lease import IN_CLUSTER
 from edgefabric.errors import ConfigError
 from edgefabric.tiers import failover_controller as fc
 from edgefabric.tiers.labels import K8S_LABEL_KEYS
+from edgefabric.traffic.lease import IN_CLUSTER
 from tests.unit.tiers.conftest import ROOT, rendered_stack
 from tooling.render import Registered
 
@@ -75,6 +75,18 @@ def test_the_deployment_is_pinned_non_root_probed_and_holds_the_quorum(cloud: st
     env = _one("local", cloud, "env")
     assert env.inputs["stringData"] == {"EDGEFABRIC_SECRET_POWERDNSAPIKEY": "mock-secret-powerdnsApiKey"}
     assert "stringData" in env.secret_inputs
+
+
+def test_pulumi_up_reads_the_controllers_leases_only_where_they_run() -> None:
+    """With `dns.controller.deploy`, WeightedFailover gets every core cluster's kubeconfig (a
+    secret) and the Leases' namespace, so `up` follows a live controller; without, nothing."""
+    (failover,) = [r for r in rendered_stack("local").resources if r.name == "global-failover"]
+    lease = failover.inputs["lease"]
+    assert lease["namespace"] == fc.CONTROLLER_NAMESPACE and sorted(lease["kubeconfigs"]) == list(CLOUDS)
+    assert "lease" in failover.secret_inputs
+    for stack in ("dev", "staging", "prod"):
+        (failover,) = [r for r in rendered_stack(stack).resources if r.name == "global-failover"]
+        assert failover.inputs.get("lease") is None, stack
 
 
 def test_rbac_is_leases_in_its_namespace_only() -> None:

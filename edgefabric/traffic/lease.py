@@ -5,8 +5,9 @@ every tick and applies only while it holds it; a second controller stands by (it
 probing, so its evidence is warm) and takes over once the holder stops renewing: within
 one lease period plus one tick of the holder's last renewal, so within two lease periods
 when the tick is shorter than the period. `pulumi up` (`WeightedFailover`) reads the same
-lease (`EDGEFABRIC_LEASE_FILE`) and, while a live controller holds it, follows the
-controller's verdict instead of writing over it (`edgefabric.traffic.reconcile`).
+lease (`EDGEFABRIC_LEASE_FILE`, or the clusters' Leases through `quorum_lease_holder`) and,
+while a live controller holds it, follows the controller's verdict instead of writing over
+it (`edgefabric.traffic.reconcile`).
 
 - `Lease` is the interface;
 - `FileLease` keeps the record (`edgefabric.traffic.reconcile.LeaseRecord`, JSON: holder,
@@ -194,6 +195,18 @@ def api_client(where: str | Path) -> ApiClient:
         config.load_incluster_config(client_configuration=cfg)
     else:
         config.load_kube_config(config_file=str(where), client_configuration=cfg, persist_config=False)
+    cfg.retries = 0
+    return client.ApiClient(cfg)
+
+
+def api_client_from_kubeconfig(text: str) -> ApiClient:
+    """A client of one cluster from a kubeconfig's contents (a secret `pulumi up` hands the
+    failover resource), never written to a file of ours. No urllib3 retries, as `api_client`."""
+    import yaml
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    config.load_kube_config_from_dict(yaml.safe_load(text), client_configuration=cfg, persist_config=False)
     cfg.retries = 0
     return client.ApiClient(cfg)
 
@@ -427,14 +440,21 @@ class QuorumLease:
             self._leading = False
             self._each(lambda m: m.release())
 
-    def current(self) -> LeaseRecord | None:
-        """The holder of a majority of the clusters' Leases, if there is one."""
+    def current(self, live_at: float | None = None) -> LeaseRecord | None:
+        """The holder of a majority of the clusters' Leases, if there is one; with `live_at`
+        (epoch seconds), counting only the Leases unexpired then."""
         records = [r for r in self._each(lambda m: m.current()).values() if isinstance(r, LeaseRecord)]
+        if live_at is not None:
+            records = [r for r in records if r.live(live_at)]
         holders = [r.holder for r in records]
         for rec in records:
             if holders.count(rec.holder) >= self.majority:
                 return rec
         return None
+
+    def close(self) -> None:
+        """Let the worker threads go (a short-lived reader; a controller keeps its quorum)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def __repr__(self) -> str:
         first = next(iter(self.members.values()))
@@ -474,3 +494,31 @@ def kubernetes_lease(
         lease = KubernetesLease(api_client(where), namespace, record, duration_s, who, cluster=name)
         members[name] = lease
     return QuorumLease(members, who, duration_s)
+
+
+def quorum_lease_holder(
+    kubeconfigs: Mapping[str, str],
+    namespace: str,
+    record: str,
+    request_timeout_s: float = 2.0,
+    now: float | None = None,
+) -> LeaseRecord | None:
+    """The live holder of `record`'s quorum lease as a reader sees it: the identity whose
+    unexpired Lease sits in a majority of the clusters (cloud -> kubeconfig contents). What
+    `pulumi up` asks before it writes a record that controllers in the clusters keep.
+
+    It only reads. A cluster that does not answer (or a Lease not made yet: the first `up`)
+    is a vote for nobody, so with no majority holder in sight the caller writes; the holder
+    itself could not lead without that majority either. Expiry is judged by renewTime plus
+    leaseDurationSeconds against this machine's clock (a reader cannot watch a record for a
+    period as a candidate does); with skewed clocks it errs one way or the other by the skew."""
+    if not kubeconfigs:
+        return None
+    members = {name: KubernetesLease(api_client_from_kubeconfig(text), namespace, record, 1.0, "reader",
+                                     cluster=name, request_timeout_s=request_timeout_s)
+               for name, text in kubeconfigs.items()}  # fmt: skip
+    quorum = QuorumLease(members, "reader", 1.0)
+    try:
+        return quorum.current(live_at=time.time() if now is None else now)
+    finally:
+        quorum.close()
