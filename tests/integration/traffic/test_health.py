@@ -219,7 +219,9 @@ def test_timeouts_and_concurrency_bound(blackhole: Blackhole, concurrency: int) 
     probes = {f"t{i}": HttpProbe(f"http://{host}:{port}/health") for i in range(2 * concurrency)}
     res = probe_many_sync(probes, 0.3, concurrency=concurrency)
     assert all(not r.ok and "timeout" in r.detail for r in res.values())
-    assert all(r.latency_s >= 0.3 for r in res.values())  # a hung target costs the whole timeout
+    # A hung target costs the whole timeout: to the millisecond, the resolution of the probe
+    # loop's (libuv's) timer clock, which may fire a fraction of a millisecond before perf_counter says.
+    assert all(r.latency_s >= 0.299 for r in res.values()), sorted(r.latency_s for r in res.values())
     # The black hole saw exactly `concurrency` probes held open at once: bounded, and used fully.
     assert blackhole.peak == concurrency
 
