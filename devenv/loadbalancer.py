@@ -46,7 +46,7 @@ from typing import Any
 
 import requests
 
-from devenv.kubernetes import KubeApi, KubernetesError
+from devenv.kubeapi import KubeApi, KubernetesError
 
 FLAVORS = ("aws", "azure", "gcp", "generic")
 DEFAULT_POOLS: dict[str, str] = {"azure": "127.0.2.0/24", "gcp": "127.0.3.0/24", "generic": "127.0.4.0/24"}
