@@ -68,7 +68,7 @@ STATE_FILE = "cluster.json"
 # 306 -> 213, controller-manager 132 -> 104, scheduler 76 -> 74, kwok 62 -> 57. Only the
 # apiserver's heap is large enough for a lower GOGC or a limit to matter (tried on the others).
 GO_ENV = {"GOGC": "50"}
-APISERVER_GO_ENV = {"GOGC": "25", "GOMEMLIMIT": "128MiB"}
+APISERVER_GO_ENV = {"GOGC": "15", "GOMEMLIMIT": "100MiB"}
 # The watch cache keeps every object of every resource in memory per apiserver, a copy of etcd
 # a handful of objects large; without it reads go to etcd, which serves these few clients easily.
 APISERVER_MEMORY_FLAGS = ("--watch-cache=false",)

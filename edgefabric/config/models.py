@@ -342,6 +342,10 @@ class EdgeSite(_Model):
     # docker runtime: ssh://user@host or tcp://host:2376; native runtime: ssh://user@host[:port].
     host: str | None = None
     ssh_key_ref: SecretRef | None = None
+    # docker runtime: the host address the services' ports are published on. Loopback unless
+    # the site names the interface its devices reach (Docker's own default, every interface,
+    # would put redis and the broker on whatever network the host is on).
+    publish_address: str = Field("127.0.0.1", description="docker runtime: the host address ports are published on")
     services: list[EdgeService] = Field(min_length=1)
 
 

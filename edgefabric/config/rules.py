@@ -395,6 +395,8 @@ def _site_access_problems(site: EdgeSite, path: str) -> list[Problem]:
     except ValueError as exc:
         return [Problem(f"{path}.host", site.host, str(exc))]
     problems: list[Problem] = []
+    if runtime == "docker":
+        problems += _publish_address_problems(site.publish_address, f"{path}.publishAddress")
     if runtime == "native" and site.ssh_key_ref is None:
         # Docker over ssh:// uses the operator's ssh-agent; native units need the key itself.
         problems.append(Problem(f"{path}.sshKeyRef", None,
@@ -409,6 +411,19 @@ def _site_access_problems(site: EdgeSite, path: str) -> list[Problem]:
                                     "the command the systemd unit runs, for runtime 'native'"))
     return problems
 
+
+def _publish_address_problems(value: str, path: str) -> list[Problem]:
+    """One interface's IPv4 address: the published ports reach that network and no other."""
+    allowed = "one IPv4 address of the Docker host (127.0.0.1, or the interface its devices reach)"
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return [Problem(path, value, allowed)]
+    if address.version != 4:
+        return [Problem(path, value, allowed)]
+    if address.is_unspecified:
+        return [Problem(path, value, f"{allowed}; 0.0.0.0 publishes on every interface, public ones included")]
+    return []
 
 
 # RFC 5737 / RFC 3849 documentation ranges: no deployer ever connects from them.

@@ -169,7 +169,8 @@ class EdgeSite(pulumi.ComponentResource):
                 healthcheck={"tests": _health_command(svc), "interval": "30s", "timeout": "5s",
                              "retries": 3, "start_period": "10s"},
                 networks_advanced=[{"name": network.name, "aliases": [svc.name]}],
-                ports=[{"internal": p.container_port, "external": p.port} for p in svc.ports],
+                ports=[{"internal": p.container_port, "external": p.port, "ip": site.publish_address}
+                       for p in svc.ports],
                 labels=[{"label": k, "value": v} for k, v in {**labels, "app": svc.name}.items()],
                 opts=opts)
 

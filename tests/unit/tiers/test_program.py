@@ -136,6 +136,8 @@ def test_taggable_resources_carry_standard_tags(stack: tuple[StackConfig, Render
         if res.type == "docker:index/container:Container":
             keys = {label["label"] for label in res.inputs.get("labels", [])}
             assert set(TAG_KEYS) <= keys, f"{res.urn}: labels {sorted(keys)}"
+            # Published on the site's address (loopback by default), never on every interface.
+            assert res.inputs["ports"] and all(port["ip"] == "127.0.0.1" for port in res.inputs["ports"]), res.urn
 
 
 def test_kubeconfig_outputs_are_secret(stack: tuple[StackConfig, Rendered]) -> None:
