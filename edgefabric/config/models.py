@@ -333,6 +333,15 @@ class EdgeService(_Model):
     exec_start: str | None = None
 
 
+class DockerTls(_Model):
+    """A tcp:// Docker host's TLS (port 2376): Docker verifies both ends, so the client needs
+    the daemon's CA and its own certificate and key (PEM), each a secret reference."""
+
+    ca_ref: SecretRef
+    cert_ref: SecretRef
+    key_ref: SecretRef
+
+
 class EdgeSite(_Model):
     name: DnsLabel
     location: str = Field(min_length=1)
@@ -346,6 +355,8 @@ class EdgeSite(_Model):
     # the site names the interface its devices reach (Docker's own default, every interface,
     # would put redis and the broker on whatever network the host is on).
     publish_address: str = Field("127.0.0.1", description="docker runtime: the host address ports are published on")
+    # docker runtime over tcp://: the TLS material; a plain daemon socket is root on the host.
+    docker_tls: DockerTls | None = None
     services: list[EdgeService] = Field(min_length=1)
 
 

@@ -397,6 +397,11 @@ def _site_access_problems(site: EdgeSite, path: str) -> list[Problem]:
     problems: list[Problem] = []
     if runtime == "docker":
         problems += _publish_address_problems(site.publish_address, f"{path}.publishAddress")
+        if site.host.startswith("tcp://") and site.docker_tls is None:
+            # Docker's API is root on the host: over TCP only with TLS both ways (port 2376).
+            problems.append(Problem(f"{path}.dockerTls", None,
+                                    "caRef, certRef and keyRef (secret references) for a tcp:// Docker host: "
+                                    "the daemon's API is root on the host, so TLS with a client certificate"))
     if runtime == "native" and site.ssh_key_ref is None:
         # Docker over ssh:// uses the operator's ssh-agent; native units need the key itself.
         problems.append(Problem(f"{path}.sshKeyRef", None,

@@ -147,10 +147,15 @@ class EdgeSite(pulumi.ComponentResource):
 
     def _docker(self) -> None:
         site = self._site
+        tls = site.docker_tls
         provider = docker.Provider(
             f"{site.name}-docker", host=site.host,
             # Fail fast on an unknown host key rather than trusting it silently.
             ssh_opts=["-o", "BatchMode=yes"] if urlparse(site.host or "").scheme == "ssh" else None,
+            # tcp://: TLS both ways (the config rules require it), the material as Pulumi secrets.
+            ca_material=secret_output(tls.ca_ref, f"{self._path}.dockerTls.caRef") if tls else None,
+            cert_material=secret_output(tls.cert_ref, f"{self._path}.dockerTls.certRef") if tls else None,
+            key_material=secret_output(tls.key_ref, f"{self._path}.dockerTls.keyRef") if tls else None,
             opts=pulumi.ResourceOptions(parent=self))
         opts = pulumi.ResourceOptions(parent=self, provider=provider)
         labels = cloud_tags(self._env, TIER, CLOUD_LABEL, {"edgefabric.io/site": site.name})

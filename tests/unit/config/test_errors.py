@@ -16,6 +16,7 @@ from tooling.render import last_registrations, render
 ROOT = Path(__file__).resolve().parents[3]
 DEV = raw_from_stack_file(ROOT / "Pulumi.dev.yaml")
 STAGING = raw_from_stack_file(ROOT / "Pulumi.staging.yaml")
+PROD = raw_from_stack_file(ROOT / "Pulumi.prod.yaml")
 
 
 def _set(path: list[Any], value: Any) -> Callable[[dict], None]:
@@ -94,6 +95,8 @@ CASES: list[tuple[str, dict, Callable[[dict], None], str, str, str]] = [
      "edgefabric:edge.sites[0].kubeconfigRef", "None", "secret reference"),
     ("docker-site-bad-host", DEV, _set(["edge", "sites", 1, "host"], "http://store"),
      "edgefabric:edge.sites[1].host", "'http://store'", "ssh or tcp"),
+    ("docker-tcp-host-without-tls", PROD, _del(["edge", "sites", 3, "dockerTls"]),
+     "edgefabric:edge.sites[3].dockerTls", "None", "TLS with a client certificate"),
     ("docker-site-publishes-everywhere", DEV, _set(["edge", "sites", 1, "publishAddress"], "0.0.0.0"),
      "edgefabric:edge.sites[1].publishAddress", "'0.0.0.0'", "every interface"),
     ("docker-site-publish-address-not-ipv4", DEV, _set(["edge", "sites", 1, "publishAddress"], "lan0"),

@@ -133,6 +133,10 @@ def test_taggable_resources_carry_standard_tags(stack: tuple[StackConfig, Render
             labels = (res.inputs.get("metadata") or {}).get("labels") or {}
             missing = [k for k in K8S_LABEL_KEYS if k not in labels]
             assert not missing, f"{res.urn}: missing labels {missing}"
+        if res.type == "pulumi:providers:docker" and res.inputs["host"].startswith("tcp://"):
+            # Docker's API is root on its host: over TCP only with TLS both ways, as secrets.
+            material = ("caMaterial", "certMaterial", "keyMaterial")
+            assert all(res.inputs.get(k) for k in material) and set(material) <= set(res.secret_inputs), res.urn
         if res.type == "docker:index/container:Container":
             keys = {label["label"] for label in res.inputs.get("labels", [])}
             assert set(TAG_KEYS) <= keys, f"{res.urn}: labels {sorted(keys)}"
