@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from devenv.kubernetes import KubeApi, cache_dir  # noqa: E402
+from devenv.kubernetes import KubeApi, cache_dir, process_rss  # noqa: E402
 from edgefabric.config import CLOUDS  # noqa: E402
 from tests.kits.engine import (  # noqa: E402
     Engine,
@@ -159,6 +159,18 @@ class LocalStack:
     def rss_mb(self) -> float:
         """What `scripts/local-env status` reports: every process's resident memory, summed."""
         return float(json.loads(self.local_env("status", "--json"))["k8s_rss_bytes"]) / 1e6
+
+    def rss_by_component_mb(self) -> dict[str, float]:
+        """Summed RSS per kind of process (all clusters' apiservers together, ...), each process once."""
+        by_pid: dict[int, str] = {}
+        for record in self.env_dir.glob("*/cluster.json"):
+            by_pid.update({int(pid): c for c, pid in json.loads(record.read_text()).get("pids", {}).items()})
+        for record in self.env_dir.glob("etcd/etcd.pid.json"):
+            by_pid[int(json.loads(record.read_text())["pid"])] = "etcd"
+        out: dict[str, float] = {}
+        for pid, component in by_pid.items():
+            out[component] = out.get(component, 0.0) + process_rss(pid) / 1e6
+        return {c: round(v) for c, v in sorted(out.items())}
 
     def memory_mb(self) -> float:
         """The memory the control planes take together: their anonymous memory (heaps, stacks),
@@ -295,9 +307,9 @@ def one_run(stack: LocalStack) -> dict[str, Any]:
     t0 = time.perf_counter()
     stack.engine.run("preview", "--expect-no-changes", "--stack", STACK, timeout=900)
     preview_s = time.perf_counter() - t0
-    rss, memory = stack.rss_mb(), stack.memory_mb()
+    rss, memory, by_component = stack.rss_mb(), stack.memory_mb(), stack.rss_by_component_mb()
     print(f"up {up_s:.1f} s, no-change preview {preview_s:.1f} s, {len(objects)} objects, control planes "
-          f"{rss:.0f} MB summed RSS, {memory:.0f} MB counted once", file=sys.stderr)
+          f"{rss:.0f} MB summed RSS ({by_component}), {memory:.0f} MB counted once", file=sys.stderr)
     missing = stack.missing(objects)
     if missing:
         raise SystemExit(f"rendered but not in the clusters after up: {missing}")
@@ -310,7 +322,7 @@ def one_run(stack: LocalStack) -> dict[str, Any]:
     print(f"the same objects through the API servers: {baseline:.1f} s", file=sys.stderr)
     return {"up_s": up_s, "preview_nochange_s": preview_s, "k8s_objects": float(len(objects)),
             "control_planes_rss_mb": rss, "control_planes_memory_mb": memory, "destroy_s": destroy_s,
-            "baseline_api_s": baseline,
+            "baseline_api_s": baseline, "rss_by_component_mb": by_component,
             "up_timeline": where_the_time_goes(event_log)}  # fmt: skip
 
 
@@ -319,7 +331,8 @@ def run(runs: int, cold: bool) -> dict[str, Any]:
     with local_stack() as stack:
         idle_rss = stack.rss_mb()
         results = [one_run(stack) for _ in range(runs)]
-    med = {key: statistics.median(r[key] for r in results) for key in results[0] if key != "up_timeline"}
+    med = {key: statistics.median(r[key] for r in results) for key in results[0]
+           if key not in ("up_timeline", "rss_by_component_mb")}  # fmt: skip
     build_s = sum(float(b["seconds"]) for b in builds.values())
     warm = not cold and all((b.get("go_build_cache_added_mb") or 0) < WARM_CACHE_MB for b in builds.values())
     out: dict[str, Any] = {
@@ -335,6 +348,7 @@ def run(runs: int, cold: bool) -> dict[str, Any]:
         # Where the first up's time went (the first run): from its event log.
         "up_timeline": results[0]["up_timeline"],
         "control_planes_rss_mb_idle": round(idle_rss),
+        "control_planes_rss_mb_by_component": results[0]["rss_by_component_mb"],
         "k8s_build_warm": warm,
         "builds": builds,
         "runs": runs,
