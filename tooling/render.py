@@ -34,6 +34,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -45,6 +46,7 @@ from typing import Any, NamedTuple
 
 import pulumi
 import pulumi.runtime
+import yaml
 
 from edgefabric.config import NAMESPACE, raw_from_stack_file
 
@@ -151,6 +153,14 @@ def mock_outputs(typ: str, name: str, inputs: dict[str, Any], provider: str = ""
             point = ({"hostname": elb_hostname(name, aws_region)} if on_aws(name, provider)
                      else {"ip": "203.0.113.10"})
             out["status"] = {"loadBalancer": {"ingress": [point]}}
+    elif typ == "kubernetes:core/v1:Secret" and inputs.get("type") == "kubernetes.io/service-account-token":
+        # As the token controller fills it (and the provider waits for): the account's token,
+        # the cluster's CA and the namespace, base64 in `data`.
+        meta = inputs.get("metadata") or {}
+        token = "eyJhbGciOiJSUzI1NiJ9." + hashlib.sha256(name.encode()).hexdigest()
+        out["data"] = {"token": base64.b64encode(token.encode()).decode(),
+                       "ca.crt": base64.b64encode(mock_pem(name)).decode(),
+                       "namespace": base64.b64encode(str(meta.get("namespace", "default")).encode()).decode()}
     elif typ == "pulumi-python:dynamic/registry:RegistryContract":
         out.update(address="0x5FbDB2315678afecb367f032d93F642f64180aa3", code_hash="0x" + "ab" * 32)
     elif typ == "pulumi-python:dynamic/registry:ServiceRegistration":
@@ -488,6 +498,30 @@ def mock_secret_values(raw: Mapping[str, Any]) -> dict[str, str]:
     return {key: f"mock-secret-{key}" for key in keys}
 
 
+def _kubeconfig_refs(value: Any) -> set[str]:
+    """Every `kubeconfigRef` in the config (clusters, edge sites)."""
+    if isinstance(value, dict):
+        out = {v for k, v in value.items() if k == "kubeconfigRef" and isinstance(v, str)}
+        for v in value.values():
+            out |= _kubeconfig_refs(v)
+        return out
+    if isinstance(value, list):
+        return set().union(*(_kubeconfig_refs(v) for v in value)) if value else set()
+    return set()
+
+
+def mock_kubeconfig(name: str) -> str:
+    """A kubeconfig shaped like a cluster's: a server, its CA, a client token."""
+    host = re.sub(r"[^a-z0-9-]", "-", name.lower()).strip("-") or "cluster"
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": host,
+        "clusters": [{"name": host, "cluster": {"server": f"https://{host}.k8s.mock:6443",
+                                                "certificate-authority-data": base64.b64encode(mock_pem(host)).decode()}}],
+        "users": [{"name": host, "user": {"token": "mock-token-" + host}}],
+        "contexts": [{"name": host, "context": {"cluster": host, "user": host}}],
+    }, sort_keys=False)  # fmt: skip
+
+
 def render(raw: Mapping[str, Any], *, stack: str = "test", preview: bool = False,
            env: Mapping[str, str] | None = None) -> Rendered:
     """Run the program under mocks with `raw` as the `edgefabric:` config.
@@ -499,6 +533,10 @@ def render(raw: Mapping[str, Any], *, stack: str = "test", preview: bool = False
     plain = {k: v for k, v in raw.items() if not (isinstance(v, dict) and "secure" in v)}
     config = {f"{NAMESPACE}:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in plain.items()}
     secrets = mock_secret_values(plain)
+    # A kubeconfig reference resolves to a kubeconfig, as it does for real (the program reads
+    # the server address from it).
+    kubeconfigs = {ref: mock_kubeconfig(ref.split(":", 1)[1]) for ref in _kubeconfig_refs(plain)}
+    secrets.update({ref.split(":", 1)[1]: text for ref, text in kubeconfigs.items() if ref.startswith("config:")})
     config.update({f"{NAMESPACE}:{k}": v for k, v in secrets.items()})
     pulumi.runtime.set_all_config(config, secret_keys=[f"{NAMESPACE}:{k}" for k in secrets])
 
@@ -506,6 +544,9 @@ def render(raw: Mapping[str, Any], *, stack: str = "test", preview: bool = False
     # `env:` references resolve from the environment; give each a fake value unless set.
     for name in {part.split('"')[0] for part in json.dumps(plain).split('"env:')[1:]}:
         os.environ.setdefault(name, f"mock-env-{name}")
+    for ref, text in kubeconfigs.items():
+        if ref.startswith("env:") and os.environ.get(ref[4:], "").startswith("mock-env-"):
+            os.environ[ref[4:]] = text
     os.environ.update(env or {})
     namespace: dict[str, Any] = {}
 

@@ -17,9 +17,11 @@ Per cloud with a cluster, in the namespace `edgefabric-failover`:
 - Secret `failover-controller-env`: the values of every secret reference the controller
   resolves (backends' keys, notification URLs, CA bundles), as the environment it reads them
   from (`config:KEY` -> EDGEFABRIC_SECRET_<KEY>, `env:NAME` -> NAME), from Pulumi secrets;
-- Secret `failover-controller-kubeconfigs`: a kubeconfig for each *other* core cluster (the
-  stack's own, a Pulumi secret), so the replica can hold the Lease there too; its own cluster
-  it reaches in-cluster, with its ServiceAccount;
+- Secret `failover-controller-token` (service-account-token): the ServiceAccount's token,
+  which the replicas in the *other* clouds use to hold this cluster's Lease;
+- Secret `failover-controller-kubeconfigs`: for each other core cluster, a kubeconfig with
+  that cluster's token (no exec plugin needed in the image, and nothing there but its Leases),
+  so the replica can hold the Lease there too; its own cluster it reaches in-cluster;
 - Deployment: the controller image (pinned), non-root numeric user, read-only root file
   system, liveness and readiness on /healthz, Prometheus metrics on `dns.controller.metricsPort`.
 
@@ -29,6 +31,7 @@ rendering functions are pure and tested without it.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -187,18 +190,53 @@ def deploy_controller(parent: pulumi.Resource, name: str, args: GlobalTrafficArg
     stack_file = pulumi.Output.all(**{c: pulumi.Output.from_input(a) for c, a in args.addresses.items()}).apply(
         lambda resolved: render_stack_file(args.environment, args.dns, strategies, args.routing, args.health_check,
                                            failover, resolved, args.health_urls))  # fmt: skip
+    # Every cluster's namespace, account and Lease role first: each replica's peers' kubeconfigs
+    # are the other clusters' account tokens.
+    bases = {cloud: _cluster_base(parent, name, cloud, args) for cloud in sorted(args.clusters)}
+    tokens = {cloud: base.token_kubeconfig for cloud, base in bases.items()}
     return [
-        _one_cluster(parent, name, cloud, args, stack_file, values)
+        _one_cluster(parent, name, cloud, args, stack_file, values, bases[cloud], tokens)
         for cloud in sorted(args.clusters)
     ]
 
 
-def _one_cluster(parent: pulumi.Resource, name: str, cloud: str, args: GlobalTrafficArgs,
-                 stack_file: pulumi.Output[str], values: Mapping[str, pulumi.Output[str]],
-                 ) -> k8s.apps.v1.Deployment:  # fmt: skip
+def token_kubeconfig(cluster: str, server: str, ca_b64: str, token_b64: str) -> str:
+    """A kubeconfig that authenticates with a ServiceAccount token (the `data` of a
+    service-account-token Secret: base64). No exec plugin (aws, gke-gcloud-auth-plugin,
+    kubelogin) is needed in the controller's image, and it holds only that account's rights."""
+    token = base64.b64decode(token_b64).decode()
+    user = f"{APP}@{cluster}"
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": cluster,
+        "clusters": [{"name": cluster, "cluster": {"server": server, "certificate-authority-data": ca_b64}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": user,
+                                                   "namespace": CONTROLLER_NAMESPACE}}],
+    }, sort_keys=False)  # fmt: skip
+
+
+def kubeconfig_server(kubeconfig: str) -> str:
+    """The API server a kubeconfig's current context points at."""
+    cfg = yaml.safe_load(kubeconfig)
+    context = next(c["context"] for c in cfg["contexts"] if c["name"] == cfg.get("current-context"))
+    return str(next(c["cluster"]["server"] for c in cfg["clusters"] if c["name"] == context["cluster"]))
+
+
+@dataclass(frozen=True)
+class _ClusterBase:
+    in_ns: pulumi.ResourceOptions  # the cluster's provider, after the namespace
+    labels: dict[str, str]
+    account: k8s.core.v1.ServiceAccount
+    token_kubeconfig: pulumi.Output[str]  # the account's token, for the replicas in the other clouds
+
+
+def _cluster_base(parent: pulumi.Resource, name: str, cloud: str, args: GlobalTrafficArgs) -> _ClusterBase:
+    """Namespace, its policies, the ServiceAccount with its Lease-only Role, and a token of that
+    account (a service-account-token Secret, which the token controller fills and the provider
+    waits for) as a kubeconfig. The replicas in the other clouds hold this cluster's Lease with
+    it: no exec plugin in the image, and nothing but Leases in this namespace."""
     ctl = args.dns.controller
     cluster = args.clusters[cloud]
-    peers = sorted(c for c in args.clusters if c != cloud)
     prefix = f"{name}-ctl-{cloud}"
     labels = k8s_labels(args.environment, TIER, cloud, app=APP)
     opts = pulumi.ResourceOptions(parent=parent, provider=cluster.provider)
@@ -227,6 +265,30 @@ def _one_cluster(parent: pulumi.Resource, name: str, cloud: str, args: GlobalTra
                                           namespace=CONTROLLER_NAMESPACE)],
         opts=in_ns,
     )  # fmt: skip
+    token = k8s.core.v1.Secret(
+        f"{prefix}-token",
+        metadata=k8s.meta.v1.ObjectMetaArgs(name=f"{APP}-token", namespace=CONTROLLER_NAMESPACE, labels=labels,
+                                            annotations={"kubernetes.io/service-account.name": APP}),
+        type="kubernetes.io/service-account-token",
+        opts=pulumi.ResourceOptions(parent=parent, provider=cluster.provider, depends_on=[ns, account]),
+    )  # fmt: skip
+    kubeconfig = pulumi.Output.all(pulumi.Output.from_input(cluster.kubeconfig), token.data).apply(
+        lambda a: token_kubeconfig(cloud, kubeconfig_server(a[0]), a[1]["ca.crt"], a[1]["token"]))
+    return _ClusterBase(in_ns, labels, account, pulumi.Output.secret(kubeconfig))
+
+
+def _one_cluster(parent: pulumi.Resource, name: str, cloud: str, args: GlobalTrafficArgs,
+                 stack_file: pulumi.Output[str], values: Mapping[str, pulumi.Output[str]],
+                 base: _ClusterBase, peer_kubeconfigs: Mapping[str, pulumi.Output[str]],
+                 ) -> k8s.apps.v1.Deployment:  # fmt: skip
+    ctl = args.dns.controller
+    peers = sorted(c for c in args.clusters if c != cloud)
+    prefix = f"{name}-ctl-{cloud}"
+    labels, in_ns, account = base.labels, base.in_ns, base.account
+
+    def meta(obj_name: str) -> k8s.meta.v1.ObjectMetaArgs:
+        return k8s.meta.v1.ObjectMetaArgs(name=obj_name, namespace=CONTROLLER_NAMESPACE, labels=labels)
+
     config = k8s.core.v1.ConfigMap(f"{prefix}-config", metadata=meta(f"{APP}-stack"),
                                    data={f"Pulumi.{args.environment}.yaml": stack_file}, opts=in_ns)  # fmt: skip
     env_secret = k8s.core.v1.Secret(f"{prefix}-env", metadata=meta(f"{APP}-env"), type="Opaque",
@@ -244,7 +306,7 @@ def _one_cluster(parent: pulumi.Resource, name: str, cloud: str, args: GlobalTra
     if peers:
         kubeconfigs = k8s.core.v1.Secret(
             f"{prefix}-kubeconfigs", metadata=meta(f"{APP}-kubeconfigs"), type="Opaque",
-            string_data=pulumi.Output.secret({p: args.clusters[p].kubeconfig for p in peers}), opts=in_ns)  # fmt: skip
+            string_data=pulumi.Output.secret({p: peer_kubeconfigs[p] for p in peers}), opts=in_ns)  # fmt: skip
         volumes.append(k8s.core.v1.VolumeArgs(name="kubeconfigs", secret=k8s.core.v1.SecretVolumeSourceArgs(
             secret_name=kubeconfigs.metadata.name, default_mode=0o400)))  # fmt: skip
         mounts.append(k8s.core.v1.VolumeMountArgs(name="kubeconfigs", mount_path=KUBECONFIG_DIR, read_only=True))

@@ -77,6 +77,28 @@ def test_the_deployment_is_pinned_non_root_probed_and_holds_the_quorum(cloud: st
     assert "stringData" in env.secret_inputs
 
 
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_peers_hold_the_lease_with_the_other_clusters_tokens_not_the_deployers_identity(cloud: str) -> None:
+    """Each cluster gets a service-account-token Secret of the controller's account; a replica's
+    kubeconfigs for its peers carry their tokens (no exec plugin, nothing but Leases there)."""
+    rendered = rendered_stack("local")
+    token = _one("local", cloud, "token")
+    assert token.inputs["type"] == "kubernetes.io/service-account-token"
+    assert token.inputs["metadata"]["annotations"] == {"kubernetes.io/service-account.name": fc.APP}
+    assert token.inputs["metadata"]["namespace"] == fc.CONTROLLER_NAMESPACE
+    stack_kubeconfigs = {c: yaml.safe_load(k) for c, k in rendered.outputs["kubeconfigs"].items()}
+    peers = sorted(c for c in CLOUDS if c != cloud)
+    for peer, text in _one("local", cloud, "kubeconfigs").inputs["stringData"].items():
+        kubeconfig = yaml.safe_load(text)
+        (user,) = kubeconfig["users"]
+        assert set(user["user"]) == {"token"} and "exec" not in text, user  # no exec plugin, no client key
+        (cluster,) = kubeconfig["clusters"]
+        assert cluster["cluster"]["server"] == stack_kubeconfigs[peer]["clusters"][0]["cluster"]["server"]
+        assert kubeconfig["contexts"][0]["context"]["namespace"] == fc.CONTROLLER_NAMESPACE
+        assert text != rendered.outputs["kubeconfigs"][peer]  # not the deployer's credentials
+    assert sorted(_one("local", cloud, "kubeconfigs").inputs["stringData"]) == peers
+
+
 def test_pulumi_up_reads_the_controllers_leases_only_where_they_run() -> None:
     """With `dns.controller.deploy`, WeightedFailover gets every core cluster's kubeconfig (a
     secret) and the Leases' namespace, so `up` follows a live controller; without, nothing."""

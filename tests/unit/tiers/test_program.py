@@ -68,10 +68,11 @@ def expected_counts(cfg: StackConfig) -> Counter[str]:
     want["pulumi-python:dynamic/failover:WeightedFailover"] = len(cfg.dns.all_records) if cfg.dns else 0
     if cfg.dns is not None and cfg.dns.controller.deploy:
         # The failover controller on every core cluster: its namespace, Deployment, env Secret,
-        # and a Secret of the other clusters' kubeconfigs when there are others.
+        # its account's token Secret, and a Secret of the other clusters' kubeconfigs when
+        # there are others.
         want["kubernetes:apps/v1:Deployment"] += len(clouds)
         want["kubernetes:core/v1:Namespace"] += len(clouds)
-        want["kubernetes:core/v1:Secret"] += len(clouds) * (2 if len(clouds) > 1 else 1)
+        want["kubernetes:core/v1:Secret"] += len(clouds) * (3 if len(clouds) > 1 else 2)
     flows = cfg.data_flows if cfg.data_flows is not None and cfg.data_flows.enabled else None
     want["edgefabric:dataflow:DataFlows"] = int(flows is not None)
     want["pulumi-python:dynamic/pki:CertificateAuthority"] = int(flows is not None)
