@@ -262,6 +262,32 @@ def test_a_second_preview_has_no_changes(deployed: Deployed) -> None:
     deployed.run.record("control_planes_rss_mib_deployed", st["k8s_rss_bytes"] / 2**20)
 
 
+def test_controller_replicas_reach_their_peers_with_lease_only_tokens(deployed: Deployed) -> None:
+    """What each failover controller replica is given for the other core clusters: kubeconfigs
+    with those clusters' ServiceAccount tokens (filled by the real token controller, awaited by
+    the provider). With one, a peer holds the Lease there and is refused anything else."""
+    from kubernetes.client import CoreV1Api
+    from kubernetes.client.exceptions import ApiException
+
+    from edgefabric.tiers.failover_controller import APP, CONTROLLER_NAMESPACE
+    from edgefabric.traffic.lease import KubernetesLease, api_client_from_kubeconfig
+
+    for cloud in CLOUDS:
+        secret = deployed.apis[cloud].get(f"/api/v1/namespaces/{CONTROLLER_NAMESPACE}/secrets/{APP}-kubeconfigs")
+        assert sorted(secret["data"]) == sorted(c for c in CLOUDS if c != cloud)
+        for peer, encoded in secret["data"].items():
+            text = base64.b64decode(encoded).decode()
+            assert "client-key-data" not in text and "exec" not in yaml.safe_load(text)["users"][0]["user"]
+            client = api_client_from_kubeconfig(text)
+            lease = KubernetesLease(client, CONTROLLER_NAMESPACE, f"token-check-{cloud}.example.", 5, f"ctl-{cloud}",
+                                    cluster=peer)  # fmt: skip
+            assert lease.acquire().held, (cloud, peer)
+            lease.release()
+            with pytest.raises(ApiException) as refused:
+                CoreV1Api(client).list_namespaced_secret(CONTROLLER_NAMESPACE)
+            assert refused.value.status == 403, (cloud, peer, refused.value.status)
+
+
 def test_state_holds_no_kubeconfig_in_plain_text(deployed: Deployed) -> None:
     state = json.dumps(deployed.engine.export(STACK))
     for name in deployed.plans:
