@@ -176,8 +176,9 @@ def test_secret_passed_as_input_is_only_a_secret_output(endpoints: LocalEndpoint
     backends = {"powerdns": {**pdns_backends(pdns)["powerdns"], "api_key_ref": "config:powerdnsApiKey"}}
     news = props(endpoints, backends, "secret." + ZONE, secrets={"config:powerdnsApiKey": pdns.api_key})
     outs = prov.create(news).outs
-    assert SECRET_OUTPUTS == ["secrets"]  # WeightedFailover marks it additional_secret_outputs
-    assert pdns.api_key not in json.dumps({k: v for k, v in outs.items() if k != "secrets"})
+    # WeightedFailover marks these additional_secret_outputs: the backends' keys, and the lease's kubeconfigs.
+    assert SECRET_OUTPUTS == ["secrets", "lease"]
+    assert pdns.api_key not in json.dumps({k: v for k, v in outs.items() if k not in SECRET_OUTPUTS})
     prov.delete("secret." + ZONE, outs)  # delete authenticates from the stored (encrypted) secret
     assert pdns.api_key.encode() not in dill.dumps(prov, recurse=True)
 
