@@ -160,15 +160,20 @@ class LocalStack:
         """What `scripts/local-env status` reports: every process's resident memory, summed."""
         return float(json.loads(self.local_env("status", "--json"))["k8s_rss_bytes"]) / 1e6
 
-    def rss_by_component_mb(self) -> dict[str, float]:
-        """Summed RSS per kind of process (all clusters' apiservers together, ...), each process once."""
+    def _component_pids(self) -> dict[int, str]:
+        """pid -> component of etcd and every cluster's processes, each once (one LoadBalancer
+        process serves every cluster)."""
         by_pid: dict[int, str] = {}
         for record in self.env_dir.glob("*/cluster.json"):
             by_pid.update({int(pid): c for c, pid in json.loads(record.read_text()).get("pids", {}).items()})
         for record in self.env_dir.glob("etcd/etcd.pid.json"):
             by_pid[int(json.loads(record.read_text())["pid"])] = "etcd"
+        return by_pid
+
+    def rss_by_component_mb(self) -> dict[str, float]:
+        """Summed RSS per kind of process (all clusters' apiservers together, ...), each process once."""
         out: dict[str, float] = {}
-        for pid, component in by_pid.items():
+        for pid, component in self._component_pids().items():
             out[component] = out.get(component, 0.0) + process_rss(pid) / 1e6
         return {c: round(v) for c, v in sorted(out.items())}
 
@@ -176,14 +181,8 @@ class LocalStack:
         """The memory the control planes take together: their anonymous memory (heaps, stacks),
         plus each binary's file-backed pages once. Summed RSS counts a binary's code once per
         process, although the four apiservers (and so on) share one copy of it in the page cache."""
-        by_pid: dict[int, str] = {}  # each process once: one LoadBalancer process serves every cluster
-        for record in self.env_dir.glob("*/cluster.json"):
-            by_pid.update({int(pid): c for c, pid in json.loads(record.read_text()).get("pids", {}).items()})
-        for record in self.env_dir.glob("etcd/etcd.pid.json"):
-            by_pid[int(json.loads(record.read_text())["pid"])] = "etcd"
-        pids = [(c, pid) for pid, c in by_pid.items()]
         anon_kb, file_kb = 0, dict[str, int]()
-        for component, pid in pids:
+        for pid, component in self._component_pids().items():
             try:
                 rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
             except OSError:

@@ -46,9 +46,9 @@ from typing import Any, NamedTuple
 
 import pulumi
 import pulumi.runtime
-import yaml
 
 from edgefabric.config import NAMESPACE, raw_from_stack_file
+from edgefabric.tiers.cloud_core import kubeconfig
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = ROOT / "__main__.py"
@@ -513,13 +513,8 @@ def _kubeconfig_refs(value: Any) -> set[str]:
 def mock_kubeconfig(name: str) -> str:
     """A kubeconfig shaped like a cluster's: a server, its CA, a client token."""
     host = re.sub(r"[^a-z0-9-]", "-", name.lower()).strip("-") or "cluster"
-    return yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": host,
-        "clusters": [{"name": host, "cluster": {"server": f"https://{host}.k8s.mock:6443",
-                                                "certificate-authority-data": base64.b64encode(mock_pem(host)).decode()}}],
-        "users": [{"name": host, "user": {"token": "mock-token-" + host}}],
-        "contexts": [{"name": host, "context": {"cluster": host, "user": host}}],
-    }, sort_keys=False)  # fmt: skip
+    return kubeconfig(f"https://{host}.k8s.mock:6443", base64.b64encode(mock_pem(host)).decode(), host,
+                      {"token": "mock-token-" + host})
 
 
 def render(raw: Mapping[str, Any], *, stack: str = "test", preview: bool = False,

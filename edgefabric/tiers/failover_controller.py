@@ -55,6 +55,7 @@ from edgefabric.config.models import (
 )
 from edgefabric.secrets import config_env_name, parse
 from edgefabric.tiers import secret_output
+from edgefabric.tiers.cloud_core import kubeconfig, kubeconfig_server
 from edgefabric.tiers.labels import k8s_labels
 from edgefabric.tiers.network_policies import Listener, namespace_policies
 
@@ -204,22 +205,12 @@ def token_kubeconfig(cluster: str, server: str, ca_b64: str, token_b64: str) -> 
     """A kubeconfig that authenticates with a ServiceAccount token (the `data` of a
     service-account-token Secret: base64). No exec plugin (aws, gke-gcloud-auth-plugin,
     kubelogin) is needed in the controller's image, and it holds only that account's rights."""
-    token = base64.b64decode(token_b64).decode()
-    user = f"{APP}@{cluster}"
-    return yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": cluster,
-        "clusters": [{"name": cluster, "cluster": {"server": server, "certificate-authority-data": ca_b64}}],
-        "users": [{"name": user, "user": {"token": token}}],
-        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": user,
-                                                   "namespace": CONTROLLER_NAMESPACE}}],
-    }, sort_keys=False)  # fmt: skip
+    return kubeconfig(server, ca_b64, cluster, {"token": base64.b64decode(token_b64).decode()},
+                      namespace=CONTROLLER_NAMESPACE)
 
 
-def kubeconfig_server(kubeconfig: str) -> str:
-    """The API server a kubeconfig's current context points at."""
-    cfg = yaml.safe_load(kubeconfig)
-    context = next(c["context"] for c in cfg["contexts"] if c["name"] == cfg.get("current-context"))
-    return str(next(c["cluster"]["server"] for c in cfg["clusters"] if c["name"] == context["cluster"]))
+def _meta(obj_name: str, labels: Mapping[str, str]) -> k8s.meta.v1.ObjectMetaArgs:
+    return k8s.meta.v1.ObjectMetaArgs(name=obj_name, namespace=CONTROLLER_NAMESPACE, labels=dict(labels))
 
 
 @dataclass(frozen=True)
@@ -241,9 +232,6 @@ def _cluster_base(parent: pulumi.Resource, name: str, cloud: str, args: GlobalTr
     labels = k8s_labels(args.environment, TIER, cloud, app=APP)
     opts = pulumi.ResourceOptions(parent=parent, provider=cluster.provider)
 
-    def meta(obj_name: str) -> k8s.meta.v1.ObjectMetaArgs:
-        return k8s.meta.v1.ObjectMetaArgs(name=obj_name, namespace=CONTROLLER_NAMESPACE, labels=labels)
-
     ns = k8s.core.v1.Namespace(f"{prefix}-ns", metadata=k8s.meta.v1.ObjectMetaArgs(
         name=CONTROLLER_NAMESPACE, labels=k8s_labels(args.environment, TIER, cloud)), opts=opts)
     # Nothing connects to the controller but Prometheus (and the kubelet's probes, always let through).
@@ -252,14 +240,14 @@ def _cluster_base(parent: pulumi.Resource, name: str, cloud: str, args: GlobalTr
                        labels=k8s_labels(args.environment, TIER, cloud), provider=cluster.provider,
                        namespace_resource=ns, parent=parent)  # fmt: skip
     in_ns = pulumi.ResourceOptions(parent=parent, provider=cluster.provider, depends_on=[ns])
-    account = k8s.core.v1.ServiceAccount(f"{prefix}-sa", metadata=meta(APP), opts=in_ns)
+    account = k8s.core.v1.ServiceAccount(f"{prefix}-sa", metadata=_meta(APP, labels), opts=in_ns)
     # Leases in this namespace only: `create` cannot be narrowed by name, get/update can.
-    role = k8s.rbac.v1.Role(f"{prefix}-role", metadata=meta(f"{APP}-leases"), rules=[
+    role = k8s.rbac.v1.Role(f"{prefix}-role", metadata=_meta(f"{APP}-leases", labels), rules=[
         k8s.rbac.v1.PolicyRuleArgs(api_groups=["coordination.k8s.io"], resources=["leases"],
                                    verbs=["get", "create", "update"]),
     ], opts=in_ns)  # fmt: skip
     k8s.rbac.v1.RoleBinding(
-        f"{prefix}-rolebinding", metadata=meta(f"{APP}-leases"),
+        f"{prefix}-rolebinding", metadata=_meta(f"{APP}-leases", labels),
         role_ref=k8s.rbac.v1.RoleRefArgs(api_group="rbac.authorization.k8s.io", kind="Role", name=role.metadata.name),
         subjects=[k8s.rbac.v1.SubjectArgs(kind="ServiceAccount", name=account.metadata.name,
                                           namespace=CONTROLLER_NAMESPACE)],
@@ -286,12 +274,9 @@ def _one_cluster(parent: pulumi.Resource, name: str, cloud: str, args: GlobalTra
     prefix = f"{name}-ctl-{cloud}"
     labels, in_ns, account = base.labels, base.in_ns, base.account
 
-    def meta(obj_name: str) -> k8s.meta.v1.ObjectMetaArgs:
-        return k8s.meta.v1.ObjectMetaArgs(name=obj_name, namespace=CONTROLLER_NAMESPACE, labels=labels)
-
-    config = k8s.core.v1.ConfigMap(f"{prefix}-config", metadata=meta(f"{APP}-stack"),
+    config = k8s.core.v1.ConfigMap(f"{prefix}-config", metadata=_meta(f"{APP}-stack", labels),
                                    data={f"Pulumi.{args.environment}.yaml": stack_file}, opts=in_ns)  # fmt: skip
-    env_secret = k8s.core.v1.Secret(f"{prefix}-env", metadata=meta(f"{APP}-env"), type="Opaque",
+    env_secret = k8s.core.v1.Secret(f"{prefix}-env", metadata=_meta(f"{APP}-env", labels), type="Opaque",
                                     string_data=pulumi.Output.secret(dict(values)), opts=in_ns)  # fmt: skip
     volumes = [
         k8s.core.v1.VolumeArgs(name="stack", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
@@ -305,7 +290,7 @@ def _one_cluster(parent: pulumi.Resource, name: str, cloud: str, args: GlobalTra
     kubeconfigs = None
     if peers:
         kubeconfigs = k8s.core.v1.Secret(
-            f"{prefix}-kubeconfigs", metadata=meta(f"{APP}-kubeconfigs"), type="Opaque",
+            f"{prefix}-kubeconfigs", metadata=_meta(f"{APP}-kubeconfigs", labels), type="Opaque",
             string_data=pulumi.Output.secret({p: peer_kubeconfigs[p] for p in peers}), opts=in_ns)  # fmt: skip
         volumes.append(k8s.core.v1.VolumeArgs(name="kubeconfigs", secret=k8s.core.v1.SecretVolumeSourceArgs(
             secret_name=kubeconfigs.metadata.name, default_mode=0o400)))  # fmt: skip
@@ -335,7 +320,7 @@ def _one_cluster(parent: pulumi.Resource, name: str, cloud: str, args: GlobalTra
     )  # fmt: skip
     return k8s.apps.v1.Deployment(
         f"{prefix}-deployment",
-        metadata=meta(APP),
+        metadata=_meta(APP, labels),
         spec=k8s.apps.v1.DeploymentSpecArgs(
             replicas=1,
             selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"app.kubernetes.io/name": APP}),

@@ -214,11 +214,29 @@ def _lb_address(status: object) -> str:
     return ""
 
 
-def exec_kubeconfig(server: str, ca_data: str, name: str, exec_spec: Mapping[str, Any]) -> str:
-    """A kubeconfig that authenticates with the cloud's exec plugin: no static token in state."""
+def kubeconfig(server: str, ca_data: str, name: str, user: Mapping[str, Any], namespace: str | None = None) -> str:
+    """A kubeconfig of one context `name` (JSON, which every kubeconfig reader takes as YAML):
+    the server, its CA (base64 PEM), how the user authenticates, and a default namespace."""
+    context: dict[str, str] = {"cluster": name, "user": name}
+    if namespace:
+        context["namespace"] = namespace
     return json.dumps({
         "apiVersion": "v1", "kind": "Config", "current-context": name,
         "clusters": [{"name": name, "cluster": {"server": server, "certificate-authority-data": ca_data}}],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
-        "users": [{"name": name, "user": {"exec": dict(exec_spec)}}],
+        "contexts": [{"name": name, "context": context}],
+        "users": [{"name": name, "user": dict(user)}],
     })
+
+
+def kubeconfig_server(text: str) -> str:
+    """The API server a kubeconfig's current context points at."""
+    import yaml  # a kubeconfig may be YAML or JSON
+
+    cfg = yaml.safe_load(text)
+    context = next(c["context"] for c in cfg["contexts"] if c["name"] == cfg.get("current-context"))
+    return str(next(c["cluster"]["server"] for c in cfg["clusters"] if c["name"] == context["cluster"]))
+
+
+def exec_kubeconfig(server: str, ca_data: str, name: str, exec_spec: Mapping[str, Any]) -> str:
+    """A kubeconfig that authenticates with the cloud's exec plugin: no static token in state."""
+    return kubeconfig(server, ca_data, name, {"exec": dict(exec_spec)})
