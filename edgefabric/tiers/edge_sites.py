@@ -21,6 +21,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
 import pulumi
@@ -33,7 +34,7 @@ from edgefabric.config import EdgeSite as EdgeSiteConfig
 from edgefabric.tiers import secret_output
 from edgefabric.tiers.images import runtime_for
 from edgefabric.tiers.labels import cloud_tags, k8s_labels
-from edgefabric.tiers.network_policies import listeners, namespace_policies
+from edgefabric.tiers.network_policies import Listener, listeners, namespace_policies, outside_ports
 from edgefabric.tiers.workloads import config_volumes, container
 
 TIER = "edge"
@@ -161,9 +162,15 @@ class EdgeSite(pulumi.ComponentResource):
         labels = cloud_tags(self._env, TIER, CLOUD_LABEL, {"edgefabric.io/site": site.name})
         network = docker.Network(f"{site.name}-net", name=f"edgefabric-{site.name}",
                                  labels=[{"label": k, "value": v} for k, v in labels.items()], opts=opts)
+        # What the host publishes is what a Kubernetes site's NetworkPolicies open to anywhere
+        # (the gateway, MQTT listeners); the rest (redis, the processors) is reached only by
+        # the site's own containers, on the site network by their aliases.
+        outside = {site_listener.app: site_listener for site_listener in listeners(
+            site.services, exposed=[s.name for s in site.services if s.kind == "edge-gateway"])}
         for svc in site.services:
             image = docker.RemoteImage(f"{site.name}-{svc.name}-image", name=svc.image,
                                        keep_locally=True, opts=opts)
+            spec = docker_container_spec(svc, outside[svc.name], site.publish_address)
             docker.Container(
                 f"{site.name}-{svc.name}",
                 name=f"edgefabric-{svc.name}",
@@ -174,9 +181,8 @@ class EdgeSite(pulumi.ComponentResource):
                 healthcheck={"tests": _health_command(svc), "interval": "30s", "timeout": "5s",
                              "retries": 3, "start_period": "10s"},
                 networks_advanced=[{"name": network.name, "aliases": [svc.name]}],
-                ports=[{"internal": p.container_port, "external": p.port, "ip": site.publish_address}
-                       for p in svc.ports],
                 labels=[{"label": k, "value": v} for k, v in {**labels, "app": svc.name}.items()],
+                **spec,
                 opts=opts)
 
     def _native(self) -> None:
@@ -207,6 +213,33 @@ class EdgeSite(pulumi.ComponentResource):
                 # Re-run the update when the unit text changes.
                 triggers=[body],
                 opts=pulumi.ResourceOptions(parent=self, provider=provider))
+
+
+def docker_container_spec(svc: EdgeService, listener: Listener, publish_address: str) -> dict[str, Any]:
+    """How a Docker site runs `svc`'s image so that it serves its ports, from the same rows of
+    image_facts.yaml as the Kubernetes runtime (`runtime_for`): the command, the environment
+    and the config files (uploaded into the container before it starts), and the ports
+    published on `publish_address`, only those open to anywhere (`listener`).
+
+    The image's own entrypoint stays and gets the command as its arguments: envoy's, redis'
+    and mosquitto's start as root and drop to the image's user themselves (su-exec, gosu,
+    the broker's own drop) after taking ownership of their config and key files, which
+    Docker uploads owned by root. Kubernetes has no such step, hence its numeric users."""
+    runtime = runtime_for(Workload(name=svc.name, image=svc.image, ports=svc.ports,
+                                   health_path=svc.health_path, memory=f"{svc.requirements.memory_mb}Mi"))
+    published = set(outside_ports(listener))
+    spec: dict[str, Any] = {
+        "ports": [{"internal": p.container_port, "external": p.port, "ip": publish_address}
+                  for p in svc.ports if p.container_port in published],
+    }
+    if runtime.command or runtime.args:
+        spec["command"] = [*(runtime.command or []), *(runtime.args or [])]
+    if runtime.env:
+        spec["envs"] = [f"{k}={v}" for k, v in sorted(runtime.env.items())]
+    if runtime.config_files and runtime.config_dir:
+        spec["uploads"] = [{"file": f"{runtime.config_dir}/{name}", "content": text}
+                           for name, text in sorted(runtime.config_files.items())]
+    return spec
 
 
 def unit_name(service: str) -> str:

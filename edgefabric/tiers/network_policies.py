@@ -63,16 +63,27 @@ def _tcp(ports: Iterable[int]) -> list[dict[str, Any]]:
     return [{"protocol": "TCP", "port": port} for port in sorted(set(ports))]
 
 
+def takes_outside_traffic(listener: Listener, port: Port) -> bool:
+    """Whether clients beyond the namespace (or a Docker site's network) reach `port`: every
+    port of an exposed service, and MQTT listeners (devices connect to them directly)."""
+    return listener.exposed or port.protocol == "mqtt"
+
+
+def outside_ports(listener: Listener) -> list[int]:
+    """The container ports of `listener` open to anywhere, in declaration order."""
+    return list(dict.fromkeys(p.container_port for p in listener.ports if takes_outside_traffic(listener, p)))
+
+
 def ingress_rules(listener: Listener) -> list[dict[str, Any]]:
     """The ingress rules of one service's policy (see the module docstring). A rule without
     `from` admits every source; no empty list is rendered (the API server drops them)."""
-    anywhere: set[int] = set()
+    anywhere = set(outside_ports(listener))
     scrape: set[int] = set()
     own: set[int] = set()
     for port in listener.ports:
-        if listener.exposed or port.protocol == "mqtt":
-            anywhere.add(port.container_port)
-        elif port.name == METRICS:
+        if port.container_port in anywhere:
+            continue
+        if port.name == METRICS:
             scrape.add(port.container_port)
         else:
             own.add(port.container_port)

@@ -141,8 +141,14 @@ def test_taggable_resources_carry_standard_tags(stack: tuple[StackConfig, Render
         if res.type == "docker:index/container:Container":
             keys = {label["label"] for label in res.inputs.get("labels", [])}
             assert set(TAG_KEYS) <= keys, f"{res.urn}: labels {sorted(keys)}"
-            # Published on the site's address (loopback by default), never on every interface.
-            assert res.inputs["ports"] and all(port["ip"] == "127.0.0.1" for port in res.inputs["ports"]), res.urn
+            # Published on the site's address (loopback by default), never on every interface;
+            # the cache (redis) is not published at all: only the site's containers reach it.
+            ports = res.inputs.get("ports") or []
+            assert all(port["ip"] == "127.0.0.1" for port in ports), res.urn
+            assert bool(ports) == (res.name.endswith(("-edge-gateway", "-sensor-ingest"))), res.urn
+            # Our runnable config and the data flows' files never land twice on one path.
+            paths = [u["file"] for u in res.inputs.get("uploads") or []]
+            assert len(paths) == len(set(paths)), (res.urn, paths)
 
 
 def test_kubeconfig_outputs_are_secret(stack: tuple[StackConfig, Rendered]) -> None:
