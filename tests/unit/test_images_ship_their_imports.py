@@ -1,4 +1,4 @@
-"""agent/Dockerfile ships everything agent/heartbeat.py imports, and nothing of the engine.
+"""agent/Dockerfile and edgefabric/controller/Dockerfile ship everything their entry modules import.
 
 The image is built by hand-listed COPY lines; a new module under edgefabric.chain, or a new
 import in the agent, would otherwise only show up as an ImportError in a running pod. The
@@ -23,6 +23,8 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "agent" / "Dockerfile"
 ENTRYPOINT = "agent.heartbeat"
+CONTROLLER_DOCKERFILE = ROOT / "edgefabric" / "controller" / "Dockerfile"
+CONTROLLER_ENTRYPOINT = "edgefabric.controller.daemon"
 OURS = ("edgefabric", "agent")
 # Data files the shipped modules open at run time (chain/registry.py: ARTIFACT_PATH; chain/ledger.py:
 # LEDGER_ARTIFACT, for the agent's config check).
@@ -198,25 +200,26 @@ def distributions_of(top_level: str) -> set[str]:
     return {_normal(d) for d in metadata.packages_distributions().get(top_level, [])}
 
 
-def problems(dockerfile_text: str, root: Path = ROOT) -> list[str]:
+def problems(dockerfile_text: str, root: Path = ROOT, entrypoint: str = ENTRYPOINT,
+             data_files: tuple[str, ...] = DATA_FILES) -> list[str]:
     """What the image would lack or get wrong; empty when it is complete."""
     image = parse_dockerfile(dockerfile_text, root)
     found = [f"copied to another path than in the repository: {m}" for m in image.misplaced]
     if image.entrypoint[-2:] != ["-m", ENTRYPOINT]:
-        found.append(f"ENTRYPOINT {image.entrypoint} does not run `-m {ENTRYPOINT}`")
-    closure = import_closure(ENTRYPOINT, root)
+        found.append(f"ENTRYPOINT {image.entrypoint} does not run `-m {entrypoint}`")
+    closure = import_closure(entrypoint, root)
     for module in sorted(closure.ours):
         path = module_file(module, root)
         assert path is not None
         rel = path.relative_to(root).as_posix()
         if rel not in image.files:
-            found.append(f"{ENTRYPOINT} imports {module}, but {rel} is not copied into the image")
-    found += [f"{rel} is read at run time but not copied" for rel in DATA_FILES if rel not in image.files]
+            found.append(f"{entrypoint} imports {module}, but {rel} is not copied into the image")
+    found += [f"{rel} is read at run time but not copied" for rel in data_files if rel not in image.files]
     installed = installed_closure(image.pip)
     for top in sorted(closure.third_party):
         dists = distributions_of(top)
         if not dists & installed:
-            found.append(f"{ENTRYPOINT} imports {top} ({', '.join(sorted(dists)) or 'unknown distribution'}), "
+            found.append(f"{entrypoint} imports {top} ({', '.join(sorted(dists)) or 'unknown distribution'}), "
                          "which the image's pip install does not bring")
     return found
 
@@ -238,16 +241,26 @@ def test_the_agent_imports_only_the_chain_client_of_the_package() -> None:
     assert not any(t.startswith("pulumi") for t in closure.third_party), closure.third_party
 
 
-def test_the_image_pins_what_requirements_pin() -> None:
+def test_the_controller_image_ships_every_module_the_daemon_imports() -> None:
+    """The failover controller's image (dns.controller.deploy) by the same walk: a module or
+    package the daemon reaches (uvloop, under the probes) missing from it is an ImportError
+    in every core cluster."""
+    text = CONTROLLER_DOCKERFILE.read_text()
+    assert problems(text, entrypoint=CONTROLLER_ENTRYPOINT, data_files=()) == []
+    assert problems(re.sub(r" uvloop==\S+", "", text), entrypoint=CONTROLLER_ENTRYPOINT, data_files=())
+
+
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE, CONTROLLER_DOCKERFILE], ids=["agent", "controller"])
+def test_the_image_pins_what_requirements_pin(dockerfile: Path) -> None:
     pinned = {}
     for line in (ROOT / "requirements.txt").read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if "==" in line:
             req = Requirement(line)
             pinned[_normal(req.name)] = str(req.specifier)
-    for pin in parse_dockerfile(DOCKERFILE.read_text()).pip:
+    for pin in parse_dockerfile(dockerfile.read_text()).pip:
         req = Requirement(pin)
-        assert pinned.get(_normal(req.name)) == str(req.specifier), f"agent/Dockerfile {pin} vs requirements.txt"
+        assert pinned.get(_normal(req.name)) == str(req.specifier), f"{dockerfile} {pin} vs requirements.txt"
 
 
 @pytest.mark.parametrize(("line", "missing"), [
