@@ -205,7 +205,7 @@ def problems(dockerfile_text: str, root: Path = ROOT, entrypoint: str = ENTRYPOI
     """What the image would lack or get wrong; empty when it is complete."""
     image = parse_dockerfile(dockerfile_text, root)
     found = [f"copied to another path than in the repository: {m}" for m in image.misplaced]
-    if image.entrypoint[-2:] != ["-m", ENTRYPOINT]:
+    if image.entrypoint[-2:] != ["-m", entrypoint]:
         found.append(f"ENTRYPOINT {image.entrypoint} does not run `-m {entrypoint}`")
     closure = import_closure(entrypoint, root)
     for module in sorted(closure.ours):
