@@ -84,9 +84,11 @@ from edgefabric.config.rules import (
     placement_problems,
     semantic_problems,
 )
+from edgefabric.config.vocab import CLUSTER_AUTOSCALER_RELEASES
 
 __all__ = [
     "CLOUDS",
+    "CLUSTER_AUTOSCALER_RELEASES",
     "NAMESPACE",
     "TOP_LEVEL_KEYS",
     "USER_REGIONS",

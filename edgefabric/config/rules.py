@@ -23,7 +23,7 @@ from edgefabric.config.models import (
     cpu_cores,
     memory_mb,
 )
-from edgefabric.config.vocab import CLOUDS
+from edgefabric.config.vocab import CLOUDS, CLUSTER_AUTOSCALER_RELEASES
 from edgefabric.errors import Problem
 
 
@@ -77,6 +77,12 @@ def semantic_problems(cfg: StackConfig) -> list[Problem]:
     p += existing_cluster_problems(cfg)
     p += kubernetes_problems(cfg)
     p += cloud_run_problems(cfg)
+    if "aws" in cfg.clouds.created and "aws" in cfg.core.clusters:
+        version = cfg.core.clusters["aws"].kubernetes_version
+        if version not in CLUSTER_AUTOSCALER_RELEASES:
+            # EKS node groups scale only through cluster-autoscaler, cut per minor version.
+            p.append(Problem("core.clusters.aws.kubernetesVersion", version,
+                             f"a version with a cluster-autoscaler release: {', '.join(CLUSTER_AUTOSCALER_RELEASES)}"))
     for cloud, size in cfg.core.clusters.items():
         if size.min_nodes > size.max_nodes:
             p.append(Problem(f"core.clusters.{cloud}.minNodes", size.min_nodes,

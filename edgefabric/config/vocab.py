@@ -22,3 +22,13 @@ USER_REGIONS: dict[str, str] = {
     "australia": "OC",
     "antarctica": "AN",
 }
+
+# cluster-autoscaler releases by Kubernetes minor version (EKS clusters run it; it supports only
+# the minor it was cut for). A version missing here is refused for a cluster the stack creates
+# on AWS (`core.clusters.aws.kubernetesVersion`). Tags: registry.k8s.io/autoscaling/cluster-autoscaler.
+CLUSTER_AUTOSCALER_RELEASES: dict[str, str] = {
+    "1.32": "v1.32.0",
+    "1.33": "v1.33.0",
+    "1.34": "v1.34.0",
+    "1.35": "v1.35.0",
+}

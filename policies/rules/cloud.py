@@ -353,6 +353,48 @@ hpa_has_metrics_server = stack_policy(
 )
 
 
+# ------------------------------------------------------------- EKS node autoscaler
+
+AUTOSCALER_IMAGE = "registry.k8s.io/autoscaling/cluster-autoscaler"
+POD_IDENTITY = "aws:eks/podIdentityAssociation:PodIdentityAssociation"
+
+
+def _images(res: PolicyResource) -> list[str]:
+    spec = plain(res.props).get("spec") or {}
+    pod = ((spec.get("template") or {}).get("spec") or {}) if isinstance(spec, dict) else {}
+    return [str(c.get("image", "")) for c in pod.get("containers") or [] if isinstance(c, dict)]
+
+
+def _eks_autoscaled(args: StackValidationArgs, report: ReportViolation) -> None:
+    _index_providers(args)
+    groups = [g for g in _of(args, EKS_NODES)
+              if (lambda sc: isinstance(sc, dict) and sc.get("minSize") != sc.get("maxSize"))(
+                  plain(g.props).get("scalingConfig"))]
+    if not groups:
+        args.not_applicable("no EKS node group with a size range")
+    for group in groups:
+        for cluster in _deps(group, "clusterName"):
+            runs = [d for d in _of(args, "kubernetes:apps/v1:Deployment") if _cluster_of(d) is not None
+                    and _cluster_of(d).urn == cluster.urn  # type: ignore[union-attr]
+                    and any(i.split(":", 1)[0] == AUTOSCALER_IMAGE for i in _images(d))]
+            identity = _dependents(args, cluster, POD_IDENTITY, "clusterName")
+            if not runs:
+                report(f"EKS node group '{group.name}' has a size range but no cluster-autoscaler runs on cluster "
+                       f"'{cluster.name}': its desired size never moves", group.urn)
+            elif not identity:
+                report(f"cluster-autoscaler on EKS cluster '{cluster.name}' has no Pod Identity association: "
+                       "it cannot resize the node group", group.urn)
+
+
+eks_node_groups_autoscaled = stack_policy(
+    "eks-node-groups-autoscaled",
+    "An EKS node group with a size range has a cluster-autoscaler with an AWS identity on its cluster.",
+    "EKS moves a node group's desired size only when told to: run cluster-autoscaler on the cluster "
+    "(edgefabric/tiers/cloud_core/autoscaler.py) with a Pod Identity association for its service account.",
+    _eks_autoscaled,
+)
+
+
 # ------------------------------------------------------------- pinned pool counts
 
 def _pinned(args: ResourceValidationArgs, report: ReportViolation) -> None:
@@ -439,4 +481,5 @@ gcp_health_check_limits = resource_policy(
 
 
 POLICIES = [nodes_have_egress, public_lb_has_public_subnets, eks_depends_on_iam, requests_fit_min_nodes,
-            hpa_has_metrics_server, autoscaled_pools_unpinned, no_plain_public_l4, gcp_health_check_limits]
+            hpa_has_metrics_server, autoscaled_pools_unpinned, no_plain_public_l4, gcp_health_check_limits,
+            eks_node_groups_autoscaled]

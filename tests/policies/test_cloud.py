@@ -237,6 +237,41 @@ def test_hpa_on_eks_without_metrics_server_is_refused() -> None:
         "so it never scales"]
 
 
+# ------------------------------------------------------------- EKS node autoscaler
+
+
+def _autoscaled_eks(g: Graph, *, autoscaler: bool = True, identity: bool = True) -> None:
+    eks(g)
+    g.resources["nodes"].props["scalingConfig"] = {"minSize": 3, "maxSize": 6, "desiredSize": 3}
+    if autoscaler:
+        g.add("kubernetes:apps/v1:Deployment", "autoscaler", {"spec": {"template": {"spec": {"containers": [
+            {"name": "cluster-autoscaler", "image": "registry.k8s.io/autoscaling/cluster-autoscaler:v1.34.0"}]}}}},
+            provider="aws-k8s")
+    if identity:
+        g.add(cloud.POD_IDENTITY, "autoscaler-identity", deps={"clusterName": ["cluster"]})
+
+
+def test_an_eks_node_group_with_an_autoscaler_and_its_identity_passes() -> None:
+    g = Graph()
+    _autoscaled_eks(g)
+    assert g.run(cloud.eks_node_groups_autoscaled) == []
+
+
+def test_an_eks_node_group_with_a_size_range_and_no_autoscaler_is_refused() -> None:
+    g = Graph()
+    _autoscaled_eks(g, autoscaler=False)
+    assert g.run(cloud.eks_node_groups_autoscaled) == [
+        "EKS node group 'nodes' has a size range but no cluster-autoscaler runs on cluster 'cluster': "
+        "its desired size never moves"]
+
+
+def test_an_eks_autoscaler_without_a_pod_identity_is_refused() -> None:
+    g = Graph()
+    _autoscaled_eks(g, identity=False)
+    assert g.run(cloud.eks_node_groups_autoscaled) == [
+        "cluster-autoscaler on EKS cluster 'cluster' has no Pod Identity association: it cannot resize the node group"]
+
+
 # ----------------------------------------------------------- resource policies
 
 

@@ -23,7 +23,7 @@ one, or moving it to another parent, needs an `aliases=` entry or the engine rep
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -85,10 +85,13 @@ class CloudCoreArgs:
 
 
 class Cluster(NamedTuple):
-    """What a cluster builder hands back: the cluster's name and a kubeconfig for it."""
+    """What a cluster builder hands back: the cluster's name and a kubeconfig for it, and what
+    the cloud needs running inside the cluster (given the cluster's Kubernetes provider and
+    the tier's labels; EKS: its node autoscaler)."""
 
     name: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]
+    in_cluster: Callable[[k8s.Provider, dict[str, str]], None] | None = None
 
 
 class CloudCore(pulumi.ComponentResource):
@@ -123,6 +126,8 @@ class CloudCore(pulumi.ComponentResource):
         self.k8s_provider = k8s.Provider(
             f"{args.cloud}-k8s", kubeconfig=self.kubeconfig, opts=pulumi.ResourceOptions(parent=self),
         )
+        if cluster.in_cluster is not None:
+            cluster.in_cluster(self.k8s_provider, k8s_labels(args.environment, TIER, args.cloud))
         self.ingress_address = self._core_services(args.services)
         self.register_outputs({
             "cluster_name": self.cluster_name,

@@ -18,13 +18,15 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_kubernetes as k8s
 
 from edgefabric.config import AwsCloud
-from edgefabric.tiers.cloud_core import CloudCoreArgs, Cluster, exec_kubeconfig
+from edgefabric.tiers.cloud_core import CloudCoreArgs, Cluster, autoscaler, exec_kubeconfig
 
 NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly")
 CLUSTER_POLICIES = ("AmazonEKSClusterPolicy", "AmazonEKSVPCResourceController")
-ADDONS = ("vpc-cni", "kube-proxy", "coredns", "metrics-server")
+# eks-pod-identity-agent: how the autoscaler's pod gets its IAM role (autoscaler.py).
+ADDONS = ("vpc-cni", "kube-proxy", "coredns", "metrics-server", "eks-pod-identity-agent")
 VPC_CIDR = "10.40.0.0/16"
 ZONES = ("a", "b")  # EKS needs subnets in at least two availability zones.
 
@@ -139,6 +141,16 @@ def eks(args: CloudCoreArgs, tags: dict[str, str], parent: pulumi.Resource,
         aws.eks.Addon(f"aws-addon-{addon}", cluster_name=cluster.name, addon_name=addon,
                       resolve_conflicts_on_create="OVERWRITE", resolve_conflicts_on_update="OVERWRITE",
                       tags=tags, opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[nodes])))
+    # The node autoscaler: EKS moves a node group's desired size only when told to. Its role
+    # may change this cluster's groups only, and reaches its pod through Pod Identity.
+    scaler_role = aws.iam.Role("aws-autoscaler-role", assume_role_policy=autoscaler.trust_policy(), tags=tags,
+                               opts=opts)
+    scaler_policy = aws.iam.RolePolicy("aws-autoscaler", role=scaler_role.id,
+                                       policy=cluster.name.apply(autoscaler.iam_policy), opts=opts)
+    aws.eks.PodIdentityAssociation(
+        "aws-autoscaler", cluster_name=cluster.name, namespace=autoscaler.NAMESPACE,
+        service_account=autoscaler.NAME, role_arn=scaler_role.arn, tags=tags,
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[scaler_policy])))
     region = settings.region
     token_args = ["eks", "get-token", "--cluster-name", "{name}", "--region", region]
     if settings.role_arn:
@@ -149,7 +161,12 @@ def eks(args: CloudCoreArgs, tags: dict[str, str], parent: pulumi.Resource,
             "apiVersion": "client.authentication.k8s.io/v1beta1", "command": "aws",
             "args": [t.replace("{name}", a[2]) for t in token_args],
         }))
-    return Cluster(cluster.name, kubeconfig)
+    version = size.kubernetes_version
+
+    def in_cluster(k8s_provider: k8s.Provider, labels: dict[str, str]) -> None:
+        autoscaler.deploy(name, version, region, labels, k8s_provider, parent)
+
+    return Cluster(cluster.name, kubeconfig, in_cluster)
 
 
 def _assume(service: str) -> str:

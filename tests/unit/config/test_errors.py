@@ -97,6 +97,8 @@ CASES: list[tuple[str, dict, Callable[[dict], None], str, str, str]] = [
      "edgefabric:edge.sites[1].host", "'http://store'", "ssh or tcp"),
     ("docker-tcp-host-without-tls", PROD, _del(["edge", "sites", 3, "dockerTls"]),
      "edgefabric:edge.sites[3].dockerTls", "None", "TLS with a client certificate"),
+    ("eks-version-without-an-autoscaler", DEV, _set(["core", "clusters", "aws", "kubernetesVersion"], "1.29"),
+     "edgefabric:core.clusters.aws.kubernetesVersion", "'1.29'", "a cluster-autoscaler release: 1.32"),
     ("docker-site-publishes-everywhere", DEV, _set(["edge", "sites", 1, "publishAddress"], "0.0.0.0"),
      "edgefabric:edge.sites[1].publishAddress", "'0.0.0.0'", "every interface"),
     ("docker-site-publish-address-not-ipv4", DEV, _set(["edge", "sites", 1, "publishAddress"], "lan0"),

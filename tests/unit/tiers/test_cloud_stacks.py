@@ -63,7 +63,40 @@ def test_eks_cluster_and_nodes_wait_for_iam_and_nodes_follow_the_control_plane(s
     assert names(r, nodes.property_dependencies["version"]) == {"aws-cluster"}
     assert nodes.inputs["version"] == cluster.inputs["version"] == "1.34"
     addons = {a.inputs["addonName"] for a in r.of_type("aws:eks/addon:Addon")}
-    assert addons == {"vpc-cni", "kube-proxy", "coredns", "metrics-server"}
+    assert addons == {"vpc-cni", "kube-proxy", "coredns", "metrics-server", "eks-pod-identity-agent"}
+
+
+@pytest.mark.parametrize("stack", CLOUD_STACKS)
+def test_eks_node_group_is_scaled_by_cluster_autoscaler_with_a_role_for_this_cluster_only(stack: str) -> None:
+    """minNodes/maxNodes did nothing on EKS: nothing moved the group's desired size. Now a
+    cluster-autoscaler of the cluster's minor finds the group by the tags EKS gives it, and its
+    Pod Identity role may resize only groups tagged for this cluster."""
+    r = rendered_stack(stack)
+    cluster = one(r, "aws:eks/cluster:Cluster", "aws-cluster")
+    name = cluster.inputs["name"]
+    deployment = one(r, "kubernetes:apps/v1:Deployment", "aws-autoscaler")
+    assert deployment.inputs["metadata"]["namespace"] == "kube-system"
+    pod = deployment.inputs["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == f"registry.k8s.io/autoscaling/cluster-autoscaler:v{cluster.inputs['version']}.0"
+    assert ("--node-group-auto-discovery=asg:tag=k8s.io/cluster-autoscaler/enabled,"
+            f"k8s.io/cluster-autoscaler/{name}") in container["command"]
+    assert pod["serviceAccountName"] == "cluster-autoscaler"
+    # The Kubernetes side goes through this cluster's provider, not another cloud's.
+    assert deployment.provider.startswith(one(r, "pulumi:providers:kubernetes", "aws-k8s").urn)
+
+    association = one(r, "aws:eks/podIdentityAssociation:PodIdentityAssociation", "aws-autoscaler")
+    assert (association.inputs["namespace"], association.inputs["serviceAccount"]) == ("kube-system",
+                                                                                       "cluster-autoscaler")
+    trust = json.loads(one(r, "aws:iam/role:Role", "aws-autoscaler-role").inputs["assumeRolePolicy"])
+    assert trust["Statement"][0]["Principal"] == {"Service": "pods.eks.amazonaws.com"}
+    statements = json.loads(one(r, "aws:iam/rolePolicy:RolePolicy", "aws-autoscaler").inputs["policy"])["Statement"]
+    writes = [s for s in statements if "autoscaling:SetDesiredCapacity" in s["Action"]]
+    assert writes and all(s["Condition"]["StringEquals"] == {f"aws:ResourceTag/k8s.io/cluster-autoscaler/{name}": "owned"}
+                          for s in writes)
+    # Every RBAC rule of ours names verbs and resources; nothing is `*`.
+    role = one(r, "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole", "aws-autoscaler")
+    assert all("*" not in rule["verbs"] and "*" not in rule["resources"] for rule in role.inputs["rules"])
 
 
 @pytest.mark.parametrize("stack", CLOUD_STACKS)

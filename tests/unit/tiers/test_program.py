@@ -38,6 +38,8 @@ def expected_counts(cfg: StackConfig) -> Counter[str]:
     want["gcp:container/cluster:Cluster"] = int("gcp" in created)
     want["kubernetes:apps/v1:Deployment"] = len(core) * len(clouds) + len(regional) + len(edge_k8s)
     want["kubernetes:core/v1:Service"] = want["kubernetes:apps/v1:Deployment"]
+    # EKS's cluster-autoscaler (no Service: nothing calls it).
+    want["kubernetes:apps/v1:Deployment"] += int("aws" in created)
     want["kubernetes:core/v1:Namespace"] = len(clouds) + len(cfg.regions) + len(k8s_sites)
     want["kubernetes:autoscaling/v2:HorizontalPodAutoscaler"] = sum(1 for s in core if s.autoscale) * len(clouds)
     want["kubernetes:policy/v1:PodDisruptionBudget"] = (
