@@ -66,7 +66,12 @@ def load_config(raw: Mapping[str, Any]) -> StackConfig:
 def raw_from_stack_file(path: Path) -> dict[str, Any]:
     """The `edgefabric:` keys of a stack file, without the secrets (`secure:` values are
     secret config keys that `config:` references point at, not part of the structure)."""
-    doc = yaml.safe_load(Path(path).read_text()) or {}
+    return raw_from_stack_text(Path(path).read_text())
+
+
+def raw_from_stack_text(text: str) -> dict[str, Any]:
+    """`raw_from_stack_file` of a stack file's text."""
+    doc = yaml.safe_load(text) or {}
     config = doc.get("config") or {}
     prefix = f"{NAMESPACE}:"
     return {k[len(prefix):]: v for k, v in config.items()

@@ -119,3 +119,26 @@ def test_workflows_pin_action_versions(name: str) -> None:
         for step in job.get("steps", []):
             if "uses" in step:
                 assert "@" in step["uses"], step["uses"]
+
+
+def test_images_are_built_from_our_dockerfiles_pushed_and_pinned_by_digest_through_a_pull_request() -> None:
+    wf = load("images.yml")
+    assert wf[True]["push"]["branches"] == ["main"]
+    build, pin = wf["jobs"]["build"], wf["jobs"]["pin"]
+    assert build["permissions"]["packages"] == "write" and "packages" not in pin["permissions"]
+    legs = {leg["name"]: leg["dockerfile"] for leg in build["strategy"]["matrix"]["include"]}
+    assert legs == {"heartbeat-agent": "agent/Dockerfile", "failover-controller": "edgefabric/controller/Dockerfile"}
+    assert all((ROOT / path).is_file() for path in legs.values())
+    push = next(s for s in build["steps"] if s.get("uses", "").startswith("docker/build-push-action@"))
+    assert push["with"]["push"] is True and push["with"]["file"] == "${{ matrix.dockerfile }}"
+    # Every source the images copy triggers a build (the Dockerfiles' COPY lines).
+    paths = wf[True]["push"]["paths"]
+    for dockerfile in legs.values():
+        for line in (ROOT / dockerfile).read_text().splitlines():
+            if line.startswith("COPY "):
+                for src in line.split()[1:-1]:
+                    assert any(src.startswith(p.removesuffix("**")) or src == p for p in paths), (dockerfile, src)
+    run = next(s for s in pin["steps"] if "tooling.pin_images" in s.get("run", ""))
+    assert "--image \"$AGENT\"" in run["run"] and "--image \"$CONTROLLER\"" in run["run"]
+    assert pin["needs"] == "build"
+    assert any(s.get("uses", "").startswith("peter-evans/create-pull-request@") for s in pin["steps"])
