@@ -62,17 +62,16 @@ POD_CIDR = "10.244.0.0/16"  # kwok hands pod IPs out of it; nothing listens ther
 STATE_FILE = "cluster.json"
 # Memory: four clusters share one laptop (issue 10: every control plane together <= 2,000 MB).
 # The Go runtime's default lets a heap grow to twice what is live before collecting; these
-# small clusters have little live data and a lot of start-up garbage. GOGC=50 collects at
-# 1.5x; GOMEMLIMIT is a soft ceiling (the runtime collects harder near it, never fails on it).
-# Measured on one cluster with 32 Deployments (/proc VmRSS, MiB; before -> after): apiserver
-# 306 -> 213, controller-manager 132 -> 104, scheduler 76 -> 74, kwok 62 -> 57. Only the
-# apiserver's heap is large enough for a lower GOGC or a limit to matter (tried on the others).
-# The local stack deployed (bench/local_stack.py, summed RSS of everything): apiserver GOGC=25 and
-# a 128 MiB limit 2,004 MB; GOGC=15 and 100 MiB 1,986 MB, `up` no slower. A 90 MiB limit (below
-# a deployed apiserver's live heap) and 48 MiB for the others saved ~30 MB more but kept the
-# collectors running: twice the load, the same objects through the API twice as slow.
-GO_ENV = {"GOGC": "50"}
-APISERVER_GO_ENV = {"GOGC": "15", "GOMEMLIMIT": "100MiB"}
+# small clusters have little live data and a lot of start-up garbage, and once started they
+# allocate little, so collecting early costs almost no CPU. GOGC=5 collects at 1.05x the live
+# heap. No GOMEMLIMIT: a limit below a process's live heap makes the collector run without
+# pause. Measured (bench/local_stack.py conditions, the local stack deployed, summed RSS; CPU of
+# the four apiservers together while idle):
+#   apiserver GOGC=15 + GOMEMLIMIT=100MiB, others GOGC=50: 2,001 MB, 0.8-1.2 cores, preview 11.6 s
+#   apiserver GOGC=25, others 50:                          2,131 MB, 0.03 cores, preview 8.0 s
+#   GOGC=10 everywhere:                                    2,012 MB, 0.04 cores, preview 7.8 s
+#   GOGC=5 everywhere:                                     1,997 MB, 0.06 cores, preview 8.6 s
+GO_ENV = {"GOGC": "5"}
 # The watch cache keeps every object of every resource in memory per apiserver, a copy of etcd
 # a handful of objects large; without it reads go to etcd, which serves these few clients easily.
 APISERVER_MEMORY_FLAGS = ("--watch-cache=false",)
@@ -669,7 +668,7 @@ class LocalCluster:
             "--enable-priority-and-fairness=false",
             *APISERVER_MEMORY_FLAGS,
             "--profiling=false",
-        ], {**os.environ, **GO_ENV, **APISERVER_GO_ENV})  # fmt: skip
+        ], {**os.environ, **GO_ENV})  # fmt: skip
         admin = self.pki.api(self.server)
         _wait_http("kube-apiserver", f"{self.server}/readyz", self._procs["kube-apiserver"],
                    self.log_path("kube-apiserver"), left(),
