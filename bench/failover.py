@@ -193,11 +193,8 @@ def flapping(pdns: PowerDnsServer, eps: LocalEndpoints, probes: int = 60) -> dic
             "transitions": events.count("transition")}  # fmt: skip
 
 
-# The 500 healthy endpoints: 50 listeners in one process standing in for machines of their own.
-# It runs on uvloop (compiled TLS) so that this one process's handshakes do not become what
-# the round waits for: the figure is the prober's.
 _SERVER = r"""
-import asyncio, ssl, sys, uvloop
+import asyncio, ssl, sys
 cert, key, *specs = sys.argv[1:]
 tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 tls.load_cert_chain(cert, key)
@@ -215,7 +212,7 @@ async def main():
                for kind, p in (s.split(":") for s in specs)]
     print("ready", flush=True)
     await asyncio.Event().wait()
-uvloop.run(main())
+asyncio.run(main())
 """
 
 

@@ -29,7 +29,7 @@ from edgefabric.tiers.images import repository
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGEST_REF = re.compile(r"^[a-z0-9./-]+(:[\w.-]+)?@sha256:[0-9a-f]{64}$")
-# Repository -> the stack key that runs it (and whether the key only exists when a block is on).
+# Repository -> the stack key that names it: (`edgefabric:<top>`, the dotted path below it).
 KEYS: dict[str, tuple[str, str]] = {
     "ghcr.io/edgefabric/heartbeat-agent": ("registry", "agentImage"),
     "ghcr.io/edgefabric/failover-controller": ("dns", "controller.image"),

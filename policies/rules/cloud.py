@@ -23,6 +23,7 @@ from typing import Any
 from pulumi_policy import PolicyResource, ReportViolation, ResourceValidationArgs, StackValidationArgs
 
 from .common import get, is_unknown, plain, resource_policy, show, stack_policy
+from .images import split_image
 from .placement import cpu_cores, mebibytes
 
 EKS = "aws:eks/cluster:Cluster"
@@ -359,29 +360,30 @@ AUTOSCALER_IMAGE = "registry.k8s.io/autoscaling/cluster-autoscaler"
 POD_IDENTITY = "aws:eks/podIdentityAssociation:PodIdentityAssociation"
 
 
-def _images(res: PolicyResource) -> list[str]:
-    spec = plain(res.props).get("spec") or {}
-    pod = ((spec.get("template") or {}).get("spec") or {}) if isinstance(spec, dict) else {}
-    return [str(c.get("image", "")) for c in pod.get("containers") or [] if isinstance(c, dict)]
+def _runs_autoscaler(deployment: PolicyResource) -> bool:
+    containers = get(plain(deployment.props), "spec", "template", "spec", "containers", default=[]) or []
+    return any(isinstance(c, dict) and split_image(str(c.get("image", "")))[0] == AUTOSCALER_IMAGE
+               for c in containers)
 
 
 def _eks_autoscaled(args: StackValidationArgs, report: ReportViolation) -> None:
     _index_providers(args)
-    groups = [g for g in _of(args, EKS_NODES)
-              if (lambda sc: isinstance(sc, dict) and sc.get("minSize") != sc.get("maxSize"))(
-                  plain(g.props).get("scalingConfig"))]
+    groups = []
+    for group in _of(args, EKS_NODES):
+        scaling = plain(group.props).get("scalingConfig")
+        if isinstance(scaling, dict) and scaling.get("minSize") != scaling.get("maxSize"):
+            groups.append(group)
     if not groups:
         args.not_applicable("no EKS node group with a size range")
+    # The clusters a cluster-autoscaler Deployment runs on.
+    scaled = {c.urn for d in _of(args, "kubernetes:apps/v1:Deployment")
+              if (c := _cluster_of(d)) is not None and _runs_autoscaler(d)}
     for group in groups:
         for cluster in _deps(group, "clusterName"):
-            runs = [d for d in _of(args, "kubernetes:apps/v1:Deployment") if _cluster_of(d) is not None
-                    and _cluster_of(d).urn == cluster.urn  # type: ignore[union-attr]
-                    and any(i.split(":", 1)[0] == AUTOSCALER_IMAGE for i in _images(d))]
-            identity = _dependents(args, cluster, POD_IDENTITY, "clusterName")
-            if not runs:
+            if cluster.urn not in scaled:
                 report(f"EKS node group '{group.name}' has a size range but no cluster-autoscaler runs on cluster "
                        f"'{cluster.name}': its desired size never moves", group.urn)
-            elif not identity:
+            elif not _dependents(args, cluster, POD_IDENTITY, "clusterName"):
                 report(f"cluster-autoscaler on EKS cluster '{cluster.name}' has no Pod Identity association: "
                        "it cannot resize the node group", group.urn)
 

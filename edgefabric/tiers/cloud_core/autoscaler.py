@@ -9,7 +9,7 @@ change only groups carrying the second tag (the policy's condition), and reaches
 through EKS Pod Identity (the `eks-pod-identity-agent` add-on and an association for its
 service account), so no OIDC provider and no static key.
 
-`iam_policy` and `objects` are pure (documents as plain dicts, testable without the engine);
+`trust_policy`, `iam_policy`, `command` and `pod_spec` are pure (documents as plain dicts);
 `deploy` registers the Kubernetes side through the cluster's provider.
 """
 
