@@ -6,6 +6,7 @@ stack file fails with key-path errors and leaves nothing half-created.
 
 import pulumi
 
+from edgefabric.config import CLOUDS
 from edgefabric.tiers.brokers import DataFlowPlan, DataFlowPlanArgs
 from edgefabric.tiers.cloud_core import CloudCore, CloudCoreArgs
 from edgefabric.tiers.edge_sites import EdgeSite, EdgeSiteArgs
@@ -120,7 +121,7 @@ if cfg.dns is not None:
         providers={cloud: core.provider for cloud, core in cores.items() if core.provider is not None},
         # `dns.controller.deploy`: the failover controller runs in every core cluster.
         clusters={cloud: ControllerCluster(core.k8s_provider, core.kubeconfig) for cloud, core in cores.items()},
-        failover=cfg.failover,
+        failover=cfg.failover, cloud_settings={cloud: cfg.clouds.get(cloud) for cloud in CLOUDS},
     ))
     pulumi.export("dnsRecord", cfg.dns.record_name)
     pulumi.export("dnsWeights", traffic.plan)
@@ -128,6 +129,9 @@ if cfg.dns is not None:
     pulumi.export("dnsRecordWeights", traffic.plans)
     pulumi.export("dnsHealth", traffic.health)
     pulumi.export("dnsRecordIds", traffic.record_ids)
+    # Where each backend answers for each name: the authority's zone, the secondaries' standby
+    # names, the Traffic Manager aliases (README "DNS zones").
+    pulumi.export("dnsNames", traffic.names)
 
 # Last, so the graph it hashes is complete: one ledger entry per `up` that changed the code's
 # commit, the typed config or the resource graph (`edgefabric audit --stack S` checks it).

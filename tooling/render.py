@@ -169,6 +169,11 @@ def mock_outputs(typ: str, name: str, inputs: dict[str, Any], provider: str = ""
         # As the provider answers: a fresh key (secret output) and its address.
         digest = hashlib.sha256(name.encode()).hexdigest()
         out.update(address="0x" + digest[:40], private_key="0x" + digest, funded_wei=inputs.get("funding_wei", 0))
+    elif typ == "aws:route53/zone:Zone":
+        out.update(mock_route53_zone(inputs.get("name", name)))
+    elif typ == "gcp:dns/managedZone:ManagedZone":
+        out.update(nameServers=mock_gcp_name_servers(inputs.get("name", name)),
+                   managedZoneId=int(hashlib.sha256(name.encode()).hexdigest()[:12], 16))
     elif typ == "gcp:compute/healthCheck:HealthCheck":
         out["selfLink"] = f"https://www.googleapis.com/compute/v1/projects/mock/global/healthChecks/{name}"
     elif typ == "docker:index/remoteImage:RemoteImage":
@@ -180,6 +185,24 @@ def mock_outputs(typ: str, name: str, inputs: dict[str, Any], provider: str = ""
         out.update(cert_pem=mock_pem(name).decode(), serial=digest[:16], not_after="2028-12-31T00:00:00+00:00",
                    key_pem=f"-----BEGIN PRIVATE KEY-----\n{digest}\n-----END PRIVATE KEY-----\n")
     return out
+
+
+def mock_route53_zone(zone: str) -> dict[str, Any]:
+    """As Route53 answers for a public hosted zone: an id `Z` + 13-32 upper-case letters and
+    digits, the name without its trailing dot, and four name servers of its delegation set,
+    also without a trailing dot (one per TLD, as AWS spreads them)."""
+    digest = hashlib.sha256(zone.encode()).hexdigest()
+    n = int(digest[:8], 16)
+    servers = [f"ns-{(n + i * 509) % 2048}.awsdns-{(n >> 4) % 64 + i:02d}.{tld}"
+               for i, tld in enumerate(("com", "net", "org", "co.uk"))]
+    return {"zoneId": "Z" + digest[:20].upper(), "name": zone.rstrip("."), "nameServers": servers,
+            "primaryNameServer": servers[0]}
+
+
+def mock_gcp_name_servers(zone: str) -> list[str]:
+    """As Cloud DNS answers: four `ns-cloud-<letter><1-4>.googledomains.com.`, with the dot."""
+    letter = "abcde"[int(hashlib.sha256(zone.encode()).hexdigest()[:2], 16) % 5]
+    return [f"ns-cloud-{letter}{i}.googledomains.com." for i in range(1, 5)]
 
 
 def mock_pem(subject: str) -> bytes:
@@ -208,6 +231,17 @@ def mock_call(token: str, args: Mapping[str, Any]) -> dict[str, Any]:
             "users": [{"name": f"clusterUser_{name}", "user": user}]})
         return {"kubeconfigs": [{"name": "clusterUser",
                                  "value": base64.b64encode(kubeconfig.encode()).decode()}]}
+    if token == "aws:route53/getZone:getZone":
+        # An adopted zone, by id or by name: what Route53 reports for it.
+        zone = str(args.get("name") or f"{args.get('zoneId')}.example.com")
+        found = mock_route53_zone(zone)
+        if args.get("zoneId"):
+            found["zoneId"] = args["zoneId"]
+        return {**found, "id": found["zoneId"], "privateZone": False, "resourceRecordSetCount": 2}
+    if token == "gcp:dns/getManagedZone:getManagedZone":
+        zone = str(args.get("name"))
+        return {"name": zone, "project": args.get("project"), "nameServers": mock_gcp_name_servers(zone),
+                "visibility": "public", "id": f"projects/{args.get('project')}/managedZones/{zone}"}
     return {}
 
 

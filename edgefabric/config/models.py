@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 
+from edgefabric.config import zones
 from edgefabric.config.vocab import CLOUDS, USER_REGIONS, Cloud
 from edgefabric.errors import NAMESPACE, ConfigError  # noqa: F401 - re-exported
 
@@ -536,10 +537,16 @@ class PowerDnsBackend(_Model):
     zone: str = Field(pattern=r"^([a-z0-9-]+\.)+$")
 
 
+# `adopt` on a zone or resource group: false (the default), the stack creates it and deletes
+# it on `destroy`; true, it exists already (shared with other stacks, say), the stack only
+# reads it and never deletes it. Either way it is said, never assumed (README "DNS zones").
+
+
 class Route53Backend(_Model):
     zone_name: str = Field(pattern=r"^([a-z0-9-]+\.)+$")
     hosted_zone_id: str | None = Field(None, pattern=r"^Z[A-Z0-9]{1,32}$")
     health_check_ids: bool = True
+    adopt: bool = False
 
 
 class AzureTmBackend(_Model):
@@ -547,11 +554,16 @@ class AzureTmBackend(_Model):
     resource_group: str = Field(pattern=r"^[-\w._()]{1,90}$")
     profile_name: str = Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,61}$")
     relative_dns_name: str = Field(pattern=_DNS_LABEL)
+    # The resource group the profiles live in.
+    adopt: bool = False
 
 
 class GcpDnsBackend(_Model):
     project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
     managed_zone: str = Field(pattern=_DNS_LABEL)
+    # The managed zone's DNS name (required in a stack: the rules check the names against it).
+    dns_name: str | None = Field(None, pattern=r"^([a-z0-9-]+\.)+$")
+    adopt: bool = False
 
 
 class DnsBackends(_Model):
@@ -598,6 +610,10 @@ class DnsConfig(_Model):
     # Which core service's strategy the global record follows.
     strategy: DnsLabel = "api-gateway"
     backends: DnsBackends
+    # The backend whose zone answers for the published names (`edgefabric.config.zones`); the
+    # other zone backends publish `<first label>.<their zone>` in subzones delegated from it.
+    # Unset: the only zone backend; required when there are several.
+    authority: Literal["route53", "gcpDns", "powerdns"] | None = None
     # The controller's deadline for one backend call (apply or read), in seconds. Backends are
     # called in parallel; one that does not answer in time is reported and retried on the next
     # tick, and never holds up the others or the probes.
@@ -610,6 +626,23 @@ class DnsConfig(_Model):
         then `records`."""
         first = [DnsRecord(name=self.record_name, strategy=self.strategy)] if self.record_name else []
         return first + list(self.records or [])
+
+    @property
+    def zones(self) -> dict[str, str]:
+        """Each configured zone backend (a field of `backends`) -> its zone's DNS name, where known."""
+        b = self.backends
+        named = {"route53": b.route53.zone_name if b.route53 else None,
+                 "gcp_dns": b.gcp_dns.dns_name if b.gcp_dns else None,
+                 "powerdns": b.powerdns.zone if b.powerdns else None}
+        return {k: v for k, v in named.items() if v is not None}
+
+    @property
+    def authority_backend(self) -> str | None:
+        """The field of `backends` whose zone is authoritative: `authority`, or the only zone backend."""
+        if self.authority is not None:
+            return {zones.CONFIG_KEYS[k]: k for k in zones.ZONE_BACKENDS}[self.authority]
+        hosting = [n for n in zones.ZONE_BACKENDS if getattr(self.backends, n) is not None]
+        return hosting[0] if len(hosting) == 1 else None
 
 
 # Chain ids of local development chains: anvil/hardhat (31337), ganache/geth --dev (1337).

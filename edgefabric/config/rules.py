@@ -11,9 +11,11 @@ import re
 from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
+from edgefabric.config import zones
 from edgefabric.config.kubernetes_rules import kubernetes_problems
 from edgefabric.config.models import (
     CustomCheck,
+    DnsConfig,
     EdgeService,
     EdgeSite,
     RegionalService,
@@ -256,7 +258,7 @@ def _single_broker(services: Sequence[RegionalService | EdgeService], kind: str,
 
 def dns_record_problems(cfg: StackConfig) -> list[Problem]:
     """The published names: `dns.recordName` (following `dns.strategy`) and `dns.records`, at
-    least one; each name once, inside every zone that publishes it, following a defined
+    least one; each name once, below the one authoritative zone (`zone_problems`), following a defined
     strategy."""
     dns = cfg.dns
     if dns is None:
@@ -291,13 +293,64 @@ def dns_record_problems(cfg: StackConfig) -> list[Problem]:
                                  f"a first label other than {label!r}: the Traffic Manager profile "
                                  f"<profileName>-{label} is already another record's or rule's"))
             taken.add(label)
-    backends = dns.backends
-    zones = {"route53": backends.route53.zone_name if backends.route53 else None,
-             "powerdns": backends.powerdns.zone if backends.powerdns else None}
+    return p + zone_problems(dns, named)
+
+
+def zone_problems(dns: DnsConfig, named: Sequence[tuple[str, str]]) -> list[Problem]:
+    """One authoritative zone (`edgefabric.config.zones`): the authority is one of the zone
+    backends; the names lie below its zone; every other zone backend's zone is a subzone of it
+    that holds none of the names, and their standby names `<first label>.<zone>` are distinct."""
+    p: list[Problem] = []
+    b = dns.backends
+    if b.gcp_dns is not None and b.gcp_dns.dns_name is None:
+        p.append(Problem("dns.backends.gcpDns.dnsName", None,
+                         "the managed zone's DNS name (FQDN with trailing dot), e.g. gcp.dev.example.com."))
+    hosting = [n for n in zones.ZONE_BACKENDS if getattr(b, n) is not None]
+    allowed = " | ".join(zones.CONFIG_KEYS[n] for n in hosting) or "(no zone backend configured)"
+    authority = dns.authority_backend
+    if dns.authority is not None and authority not in hosting:
+        p.append(Problem("dns.authority", dns.authority, f"a configured zone backend: {allowed}"))
+        return p
+    if b.azure_tm is not None and (not hosting or authority == "powerdns"):
+        # A profile answers only under trafficmanager.net: a name of ours reaches it by a CNAME.
+        p.append(Problem("dns.backends.azureTm", "configured", "a route53 or gcpDns zone beside it, as "
+                         "dns.authority: the published names reach the profiles by CNAMEs in that zone"))
+    if authority is None:
+        if len(hosting) > 1:
+            p.append(Problem("dns.authority", None, f"the backend whose zone answers for the names: {allowed} "
+                             "(the others publish in subzones delegated from it; one name, one authoritative zone)"))
+        return p
+    zone_of = dns.zones
+    top = zone_of.get(authority)
+    if top is None:
+        return p
+    auth_key = zones.CONFIG_KEYS[authority]
     for path, name in named:
-        for key, zone in zones.items():
-            if zone is not None and not name.endswith("." + zone):
-                p.append(Problem(path, name, f"a name inside the {key} zone {zone!r}"))
+        if not zones.below(name, top):
+            p.append(Problem(path, name, f"a name inside the {auth_key} zone {top!r} (the authoritative one, dns.authority)"))
+    secondaries = {n: z for n, z in zone_of.items() if n != authority}
+    if secondaries and "powerdns" in (authority, *secondaries):
+        # PowerDNS's name servers are whatever hosts run it: nothing to delegate to or from.
+        p.append(Problem("dns.backends.powerdns", "configured", "powerdns as the only zone backend: the "
+                         "stack does not delegate between PowerDNS and a cloud's zone"))
+        return p
+    standby: dict[str, str] = {}
+    for backend, zone in secondaries.items():
+        where = f"dns.backends.{zones.CONFIG_KEYS[backend]}." + ("zoneName" if backend == "route53" else "dnsName")
+        if not zones.below(zone, top):
+            p.append(Problem(where, zone, f"a subzone of the authority's zone {top!r}: one name, one "
+                             "authoritative zone; this zone is delegated from it"))
+            continue
+        for path, name in named:
+            if zones.within(name, zone):
+                p.append(Problem(where, zone, f"a subzone that holds none of the published names ({path} "
+                                 f"{name!r} would be answered by two zones)"))
+        for path, name in named:
+            alias = zones.secondary_name(name, zone)
+            if alias in standby:
+                p.append(Problem(path, name, f"a first label other than {zones.first_label(name)!r}: its "
+                                 f"standby name {alias!r} in {zone!r} is already {standby[alias]}'s"))
+            standby[alias] = path
     return p
 
 

@@ -42,6 +42,7 @@ import pulumi_aws as aws
 import pulumi_gcp as gcp
 
 from edgefabric.config import (
+    AzureCloud,
     DnsConfig,
     FailoverConfig,
     HealthCheckConfig,
@@ -53,6 +54,8 @@ from edgefabric.config import (
 from edgefabric.dynamic.failover import WeightedFailover, WeightedFailoverArgs
 from edgefabric.errors import ConfigError
 from edgefabric.tiers import secret_output
+from edgefabric.tiers.cloud_providers import CloudSettings, cloud_provider
+from edgefabric.tiers.dns_zones import BACKEND_CLOUD, declare_zones
 from edgefabric.tiers.failover_controller import CONTROLLER_NAMESPACE, ControllerCluster, deploy_controller
 from edgefabric.tiers.labels import cloud_tags
 from edgefabric.traffic.spec import PENDING_ADDRESS, FailoverAction, FailoverSpec, is_name, native_check
@@ -84,6 +87,8 @@ class GlobalTrafficArgs:
     # `failover` section it notifies by (edgefabric.tiers.failover_controller).
     clusters: Mapping[str, ControllerCluster] = field(default_factory=dict)
     failover: FailoverConfig | None = None
+    # `clouds.<cloud>`: a DNS backend's cloud without a core provider gets one of its own here.
+    cloud_settings: Mapping[str, CloudSettings] = field(default_factory=dict)
 
     def specs(self, azure_tags: Mapping[str, str] | None) -> list[FailoverSpec]:
         """One spec per published name, in the order the stack lists them."""
@@ -117,19 +122,27 @@ class GlobalTraffic(pulumi.ComponentResource):
     def __init__(self, name: str, args: GlobalTrafficArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("edgefabric:traffic:GlobalTraffic", name, None, opts)
         backends = args.dns.backends
+        providers = self._dns_providers(args)
         specs = args.specs(cloud_tags(args.environment, TIER, "azure", dict(args.tags)) if backends.azure_tm else None)
 
         r53_ids: dict[str, pulumi.Output[str]] = {}
-        if backends.route53 is not None and backends.route53.health_check_ids and "aws" in args.providers:
-            r53_ids = self._route53_checks(name, args)
+        if backends.route53 is not None and backends.route53.health_check_ids and "aws" in providers:
+            r53_ids = self._route53_checks(name, args, providers["aws"])
         gcp_check: pulumi.Output[str] | None = None
-        if backends.gcp_dns is not None and "gcp" in args.providers:
-            gcp_check = self._gcp_checks(name, args)
+        if backends.gcp_dns is not None and "gcp" in providers:
+            gcp_check = self._gcp_checks(name, args, providers["gcp"])
         if r53_ids or gcp_check is not None or backends.azure_tm is not None:
             # The native checkers take one check: what they do not run is said in the preview.
             for note in native_check(args.health_check).notes:
                 pulumi.log.warn(note, resource=self)
 
+        # The zones it publishes in, created or adopted, one authoritative (edgefabric.tiers.dns_zones).
+        tm_targets = {s.record_name: s.backends.azure_tm.relative_dns_name for s in specs if s.backends.azure_tm}
+        azure = args.cloud_settings.get("azure")
+        self.zones = declare_zones(self, name, args.dns, [s.record_name for s in specs], tm_targets, providers,
+                                   args.environment, args.tags,
+                                   azure.location if isinstance(azure, AzureCloud) else "westeurope")
+        self.names = self.zones.names
         self.failovers: dict[str, WeightedFailover] = {}
         # With the controller in the clusters, `up` reads its Leases there and follows a live one.
         leases = dict(args.clusters) if args.dns.controller.deploy else {}
@@ -144,7 +157,7 @@ class GlobalTraffic(pulumi.ComponentResource):
                     lease_kubeconfigs={cloud: c.kubeconfig for cloud, c in leases.items()} or None,
                     lease_namespace=CONTROLLER_NAMESPACE if leases else None,
                 ),
-                opts=pulumi.ResourceOptions(parent=self),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=self.zones.resources),
             )  # fmt: skip
         self.failover = self.failovers[specs[0].record_name]
         self.plan = self.failover.plan
@@ -161,6 +174,7 @@ class GlobalTraffic(pulumi.ComponentResource):
             "last_change_at": self.last_change_at,
             "route53_health_check_ids": r53_ids,
             "gcp_health_check": gcp_check,
+            "names": self.names,
         })  # fmt: skip
 
     # ------------------------------------------------------------------ helpers
@@ -180,7 +194,18 @@ class GlobalTraffic(pulumi.ComponentResource):
                 refs[check.ca_bundle_ref] = f"{hc.check_path(i)}.caBundleRef"
         return {ref: secret_output(ref, path) for ref, path in refs.items() if ref.startswith("config:")}
 
-    def _route53_checks(self, name: str, args: GlobalTrafficArgs) -> dict[str, pulumi.Output[str]]:
+    def _dns_providers(self, args: GlobalTrafficArgs) -> dict[str, pulumi.ProviderResource]:
+        """The cores' providers, plus one of its own (a child of this component) for each DNS
+        backend's cloud whose core has none (an existing cluster, an ingress, or no core)."""
+        out = dict(args.providers)
+        for backend, cloud in BACKEND_CLOUD.items():
+            settings = args.cloud_settings.get(cloud)
+            if getattr(args.dns.backends, backend) is not None and cloud not in out and settings is not None:
+                out[cloud] = cloud_provider(settings, cloud_tags(args.environment, TIER, cloud, dict(args.tags)), self)
+        return out
+
+    def _route53_checks(self, name: str, args: GlobalTrafficArgs,
+                        provider: pulumi.ProviderResource) -> dict[str, pulumi.Output[str]]:
         hc = args.health_check
         native = native_check(hc)
         out: dict[str, pulumi.Output[str]] = {}
@@ -199,12 +224,12 @@ class GlobalTraffic(pulumi.ComponentResource):
                 request_interval=10 if hc.interval_s <= 10 else 30,
                 failure_threshold=min(max(hc.failure_threshold, 1), 10),
                 tags={**cloud_tags(args.environment, TIER, cloud, dict(args.tags)), "Name": f"{name}-{cloud}"},
-                opts=pulumi.ResourceOptions(parent=self, provider=args.providers["aws"]),
+                opts=pulumi.ResourceOptions(parent=self, provider=provider),
             )
             out[cloud] = check.id
         return out
 
-    def _gcp_checks(self, name: str, args: GlobalTrafficArgs) -> pulumi.Output[str]:
+    def _gcp_checks(self, name: str, args: GlobalTrafficArgs, provider: pulumi.ProviderResource) -> pulumi.Output[str]:
         """One global check: Cloud DNS routing policies name the check and list the
         endpoints to probe with it, so the check carries no target of its own."""
         hc = args.health_check
@@ -228,7 +253,7 @@ class GlobalTraffic(pulumi.ComponentResource):
             unhealthy_threshold=hc.failure_threshold,
             # Health checks for Cloud DNS routing policies probe from exactly three regions.
             source_regions=GCP_SOURCE_REGIONS,
-            opts=pulumi.ResourceOptions(parent=self, provider=args.providers["gcp"]),
+            opts=pulumi.ResourceOptions(parent=self, provider=provider),
             **kwargs,
         )
         return check.self_link

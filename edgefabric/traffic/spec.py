@@ -279,11 +279,16 @@ class FailoverSpec(BaseModel):
 
         Each name of `dns.records` has Traffic Manager profiles of its own,
         `<profileName>-<first label>` (relative name likewise), so two names never share one;
-        `dns.recordName` keeps `profileName`."""
+        `dns.recordName` keeps `profileName`. With `dns.authority` set, every other zone
+        backend is a secondary: it publishes `<first label>.<its zone>` (`secondary_zone`)."""
         name = record_name if record_name is not None else dns.record_name
         backends = dns.backends.model_dump(exclude_none=True)
         if azure_tags is not None and "azure_tm" in backends:
             backends["azure_tm"]["tags"] = dict(azure_tags)
+        authority = dns.authority_backend  # None: several zone backends, none named (outside a stack)
+        for other, zone in dns.zones.items():
+            if authority is not None and other != authority:
+                backends[other]["secondary_zone"] = zone  # publishes `<first label>.<zone>`
         if "azure_tm" in backends and name and name != dns.record_name:
             label = name.split(".", 1)[0]
             backends["azure_tm"]["profile_name"] += f"-{label}"

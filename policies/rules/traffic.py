@@ -139,4 +139,72 @@ failover_notifications = stack_policy(
     _notifications,
 )
 
-POLICIES = [failover_ttl, failover_clouds, health_check_timing, health_check_thresholds, failover_notifications]
+# The zone backends of a failover record (Traffic Manager answers only under its own domain).
+ZONE_BACKENDS = ("route53", "gcp_dns", "powerdns")
+ROUTE53_RECORD = "aws:route53/record:Record"
+CLOUD_DNS_RECORD = "gcp:dns/recordSet:RecordSet"
+TM_DOMAIN = "trafficmanager.net."
+
+
+def _fqdn(name: Any) -> str:
+    text = str(name).lower()
+    return text if text.endswith(".") else text + "."
+
+
+def _dns_records(args: StackValidationArgs) -> list[tuple[str, str, list[str]]]:
+    """(type, FQDN, values) of every Route53 record and Cloud DNS record set the stack declares;
+    values still unknown in a preview are left out."""
+    out = []
+    for r in args.resources:
+        if r.resource_type not in (ROUTE53_RECORD, CLOUD_DNS_RECORD):
+            continue
+        p = plain(r.props)
+        values = p.get("records" if r.resource_type == ROUTE53_RECORD else "rrdatas")
+        if is_unknown(p.get("name")) or is_unknown(p.get("type")):
+            continue
+        known = [_fqdn(v) for v in values if not is_unknown(v)] if isinstance(values, list) else []
+        out.append((str(p.get("type")), _fqdn(p.get("name")), known))
+    return out
+
+
+def _one_zone(args: StackValidationArgs, report: ReportViolation) -> None:
+    failovers = [r for r in args.resources if r.resource_type == WEIGHTED_FAILOVER]
+    if not failovers:
+        args.not_applicable("this stack publishes no failover record")
+    records = _dns_records(args)
+    for f in failovers:
+        p = plain(f.props)
+        name, backends = p.get("record_name", f.name), p.get("backends") or {}
+        if is_unknown(backends) or not isinstance(backends, dict):
+            continue
+        settings = {b: (backends.get(b) or {}) for b in ZONE_BACKENDS if b in backends}
+        own = sorted(b for b, s in settings.items() if not s.get("secondary_zone"))
+        if len(own) > 1:
+            report(f"'{name}' is published under the same name by {' and '.join(own)}: two authoritative zones "
+                   "answer it, and a failover written to one is not seen in the other", f.urn)
+        for backend, s in settings.items():
+            zone = s.get("secondary_zone")
+            if zone and not any(t == "NS" and n == _fqdn(zone) for t, n, _ in records):
+                report(f"{backend} publishes '{name}' in its zone '{zone}', but no NS record in the stack "
+                       "delegates that zone: its standby name resolves nowhere", f.urn)
+        tm = backends.get("azure_tm") or {}
+        relative = tm.get("relative_dns_name") if isinstance(tm, dict) else None
+        if relative and not is_unknown(relative):
+            target = f"{relative}.{TM_DOMAIN}"
+            if not any(t == "CNAME" and target in values for t, _, values in records):
+                report(f"nothing CNAMEs to the Traffic Manager profile '{target}' of '{name}': no name of the "
+                       "stack reaches it", f.urn)
+
+
+one_authoritative_zone = stack_policy(
+    "one-authoritative-zone",
+    "Each published name is answered by one authoritative zone; every other zone backend publishes in a "
+    "subzone delegated from it, and a CNAME leads to each Traffic Manager profile.",
+    "Set edgefabric:dns.authority, give the other zone backends subzones of its zone "
+    "(gcpDns.dnsName, route53.zoneName), and let GlobalTraffic write the delegations and aliases.",
+    _one_zone,
+)
+
+
+POLICIES = [failover_ttl, failover_clouds, health_check_timing, health_check_thresholds, failover_notifications,
+            one_authoritative_zone]

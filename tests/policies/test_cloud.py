@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from policies.rules import cloud
+from policies.rules import cloud, traffic
 from policies.rules.runtime import Resource, evaluate
 from tests.kits.policy import NOT_APPLICABLE, check
 
@@ -306,3 +306,55 @@ def test_gcp_health_check_limits() -> None:
         "health check 'hc': checkIntervalSec = 10 with sourceRegions (GCP requires >= 30)",
         "health check 'hc': timeoutSec = 15 above checkIntervalSec = 10",
         "health check 'hc': unhealthyThreshold = 12 (GCP allows 1..10)"]
+
+
+# ------------------------------------------------------------------ DNS ownership
+
+FAILOVER = "pulumi-python:dynamic/failover:WeightedFailover"
+
+
+def _published(g: Graph, *, secondary: bool = True, delegated: bool = True, alias: bool = True) -> None:
+    gcp = {"project": "p", "managed_zone": "z", "dns_name": "gcp.dev.example.com."}
+    if secondary:
+        gcp["secondary_zone"] = "gcp.dev.example.com."
+    g.add(FAILOVER, "failover", {"record_name": "api.dev.example.com.", "backends": {
+        "route53": {"zone_name": "example.com."}, "gcp_dns": gcp,
+        "azure_tm": {"profile_name": "ef-dev", "relative_dns_name": "ef-dev"}}})
+    if delegated:
+        g.add(traffic.ROUTE53_RECORD, "delegate", {"name": "gcp.dev.example.com", "type": "NS",
+                                                   "records": ["ns-cloud-a1.googledomains.com."]})
+    if alias:
+        g.add(traffic.ROUTE53_RECORD, "alias", {"name": "api.tm.dev.example.com", "type": "CNAME",
+                                                "records": ["ef-dev.trafficmanager.net."]})
+
+
+def test_one_authoritative_zone_with_delegation_and_alias_passes() -> None:
+    g = Graph()
+    _published(g)
+    assert g.run(traffic.one_authoritative_zone) == []
+
+
+def test_the_same_name_in_route53_and_cloud_dns_is_refused() -> None:
+    # The stacks as they were: both zones published api.dev.example.com. itself, and nothing
+    # led to the Traffic Manager profile.
+    g = Graph()
+    _published(g, secondary=False, delegated=False, alias=False)
+    assert g.run(traffic.one_authoritative_zone) == [
+        "'api.dev.example.com.' is published under the same name by gcp_dns and route53: two authoritative zones "
+        "answer it, and a failover written to one is not seen in the other",
+        "nothing CNAMEs to the Traffic Manager profile 'ef-dev.trafficmanager.net.' of 'api.dev.example.com.': "
+        "no name of the stack reaches it"]
+
+
+def test_a_secondary_zone_nobody_delegates_is_refused() -> None:
+    g = Graph()
+    _published(g, delegated=False)
+    assert g.run(traffic.one_authoritative_zone) == [
+        "gcp_dns publishes 'api.dev.example.com.' in its zone 'gcp.dev.example.com.', but no NS record in the "
+        "stack delegates that zone: its standby name resolves nowhere"]
+
+
+def test_a_stack_without_a_failover_record_is_not_checked() -> None:
+    g = Graph()
+    g.add(traffic.ROUTE53_RECORD, "www", {"name": "www.example.com", "type": "CNAME", "records": ["x."]})
+    assert g.run(traffic.one_authoritative_zone) == NOT_APPLICABLE

@@ -17,20 +17,22 @@ or, outside the engine, from `EDGEFABRIC_SECRET_<KEY>`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from edgefabric.config import models
+from edgefabric.config import models, zones
 from edgefabric.errors import ConfigError
 from edgefabric.secrets import resolve
 from edgefabric.traffic.dns.azure_tm import AzureTmBackend
-from edgefabric.traffic.dns.base import DnsBackend
+from edgefabric.traffic.dns.base import ApplyResult, DnsBackend, Published, RecordSpec
 from edgefabric.traffic.dns.gcp_dns import GcpDnsBackend
 from edgefabric.traffic.dns.powerdns import PowerDnsBackend
 from edgefabric.traffic.dns.route53 import Route53Backend
+from edgefabric.traffic.planner import Plan
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -41,17 +43,76 @@ class AzureTmSettings(models.AzureTmBackend):
     tags: dict[str, str] = {}
 
 
+# `secondary_zone` (set by `FailoverSpec.build` from `dns.authority`): this backend's zone is
+# a subzone delegated from the authority's, and it publishes each name as
+# `<first label>.<secondary_zone>` (`edgefabric.config.zones`). None: it publishes the names
+# themselves (the authority, or specs saved before `dns.authority` existed).
+
+
+class Route53Settings(models.Route53Backend):
+    """`dns.backends.route53`, plus its role."""
+
+    secondary_zone: str | None = None
+
+
 class GcpDnsSettings(models.GcpDnsBackend):
-    """`dns.backends.gcpDns`, plus the self-link of the compute HealthCheck (a program Output)."""
+    """`dns.backends.gcpDns`, plus its role and the self-link of the compute HealthCheck (a
+    program Output)."""
 
     health_check: str | None = None
+    secondary_zone: str | None = None
 
 
 class BackendSettings(models.DnsBackends):
     """`dns.backends` as the backends take it: one optional settings model per backend name."""
 
+    route53: Route53Settings | None = None
     azure_tm: AzureTmSettings | None = None
     gcp_dns: GcpDnsSettings | None = None
+
+
+class Secondary:
+    """A backend whose zone is delegated from the authority's: the same answers, published as
+    `<first label>.<zone>` (`edgefabric.config.zones.secondary_name`). Every call renames the
+    spec and passes it on, so reads, batches and deletes all see the one name."""
+
+    def __init__(self, inner: DnsBackend, zone: str) -> None:
+        self.inner, self.zone = inner, zone
+        self.name, self.scale, self.supports_regions = inner.name, inner.scale, inner.supports_regions
+
+    @property
+    def call_timeout_s(self) -> float | None:
+        """The inner backend's per-request bound (the controller sets it to its deadline)."""
+        return getattr(self.inner, "call_timeout_s", None)
+
+    @call_timeout_s.setter
+    def call_timeout_s(self, value: float | None) -> None:
+        if hasattr(self.inner, "call_timeout_s"):
+            setattr(self.inner, "call_timeout_s", value)  # noqa: B010 - not part of the DnsBackend protocol
+
+    def local(self, spec: RecordSpec) -> RecordSpec:
+        return dataclasses.replace(spec, name=zones.secondary_name(spec.name, self.zone))
+
+    def read(self, spec: RecordSpec) -> Published | None:
+        return self.inner.read(self.local(spec))
+
+    def apply(self, spec: RecordSpec, plan: Plan) -> ApplyResult:
+        return self.inner.apply(self.local(spec), plan)
+
+    def apply_many(self, items: Sequence[tuple[RecordSpec, Plan]]) -> ApplyResult:
+        many = getattr(self.inner, "apply_many", None)
+        local = [(self.local(spec), plan) for spec, plan in items]
+        if callable(many):
+            result: ApplyResult = many(local)
+            return result
+        results = [self.inner.apply(spec, plan) for spec, plan in local]
+        return ApplyResult(any(r.changed for r in results), [i for r in results for i in r.record_ids])
+
+    def delete(self, spec: RecordSpec) -> None:
+        self.inner.delete(self.local(spec))
+
+    def __repr__(self) -> str:
+        return f"Secondary({self.inner!r}, zone={self.zone!r})"
 
 
 # A backend's secret, by reference: (reference, key path of the reference) -> value.
@@ -141,5 +202,12 @@ def build_backends(
     def secret(ref: str, where: str) -> str:
         return str(resolve(ref, where, lookup=lambda key: values.get(f"config:{key}")))
 
-    return [FACTORIES[name](getattr(settings, name), secret)
-            for name in settings.names if only is None or name in only]
+    built = []
+    for name in settings.names:
+        if only is not None and name not in only:
+            continue
+        one = getattr(settings, name)
+        backend = FACTORIES[name](one, secret)
+        zone = getattr(one, "secondary_zone", None)
+        built.append(Secondary(backend, zone) if zone else backend)
+    return built

@@ -14,6 +14,7 @@ from azure.core.credentials import AccessToken
 from google.oauth2.credentials import Credentials
 
 from devenv.powerdns import PowerDnsServer
+from edgefabric.traffic.dns import Secondary
 from edgefabric.traffic.dns.azure_tm import EXTERNAL, AzureTmBackend
 from edgefabric.traffic.dns.base import DnsBackendError, HealthSettings, RecordSpec, apply_all
 from edgefabric.traffic.dns.gcp_dns import GcpDnsBackend
@@ -673,3 +674,23 @@ def test_gcp_wrr_item_per_resolved_address(gcp_fake: FakeCloudDns, elb: str, elb
     assert backend.apply(gone, p).changed is True
     assert backend.read(gone) == {"default": {"azure": 20, "gcp": 20}}
     backend.delete(gone)
+
+
+def test_a_secondary_publishes_under_its_standby_name_only(pdns: PowerDnsServer) -> None:
+    """A backend whose zone is delegated from the authority's (edgefabric.config.zones) answers
+    at `<first label>.<its zone>`: read, apply, the batch and delete all use that one name, and
+    the name itself is left to the authority."""
+    zone = "standby." + ZONE
+    backend = Secondary(pdns_backend(pdns), zone)
+    spec = RecordSpec("stby." + ZONE, 1, IPS)
+    other = RecordSpec("stby2." + ZONE, 1, IPS)
+    p = plan(PlanInput(AAA, default_weight=80, health={"gcp": False}))
+    assert backend.apply(spec, p).changed is True
+    assert backend.apply_many([(spec, p), (other, p)]).changed is True  # the batch: only `other` is new
+    assert backend.read(spec) == {"default": {"aws": 89, "azure": 11}} == backend.read(other)
+    counts = answer_counts(pdns, "stby." + zone, 100)
+    assert sum(counts.values()) == 100 and counts[IPS["gcp"]] == 0
+    assert pdns_backend(pdns).read(spec) is None  # nothing at the record name itself
+    backend.delete(spec)
+    backend.delete(other)
+    assert backend.read(spec) is None and backend.read(other) is None

@@ -63,15 +63,17 @@ def test_mistakes_name_their_key(dns: dict[str, Any], want: str) -> None:
 
 
 def test_traffic_manager_profiles_never_collide() -> None:
-    azure = {"azureTm": {"resourceGroup": "rg", "profileName": "edge", "relativeDnsName": "edge"}}
+    # Traffic Manager beside a zone its names can CNAME from (Route53 here, in place of PowerDNS).
+    backends = {"route53": {"zoneName": ZONE, "adopt": True},
+                "azureTm": {"resourceGroup": "rg", "profileName": "edge", "relativeDnsName": "edge", "adopt": True}}
     raw = local(records=[{"name": "europe-africa." + ZONE, "strategy": "data-analytics"},
                          {"name": "geo." + ZONE, "strategy": "data-analytics"}])
-    raw["dns"]["backends"] = {**raw["dns"]["backends"], **azure}
+    raw["dns"]["backends"] = backends
     got = problems(raw)
     assert any(p.startswith("edgefabric:dns.records[0].name") and "europe-africa" in p for p in got), got
     assert any(p.startswith("edgefabric:dns.records[1].name") and "'geo'" in p for p in got), got
     raw = local(records=[{"name": "analytics." + ZONE, "strategy": "data-analytics"}])
-    raw["dns"]["backends"] = {**raw["dns"]["backends"], **azure}
+    raw["dns"]["backends"] = backends
     cfg = load_config(raw)
     specs = FailoverSpec.all_from_config(cfg, {c: "127.0.1.1" for c in cfg.traffic_clouds})
     assert [s.backends.azure_tm.profile_name for s in specs if s.backends.azure_tm] == ["edge", "edge-analytics"]

@@ -29,8 +29,14 @@ def dev_with_aws_cluster() -> Rendered:
 
 
 def test_no_cloud_provider_and_no_cloud_resource_for_the_cloud(dev_with_aws_cluster: Rendered) -> None:
+    core = [r for r in dev_with_aws_cluster.resources if "edgefabric:core:CloudCore" in r.urn]
+    assert not [r.type for r in core if r.type.startswith(("aws:", "pulumi:providers:aws"))]
+    # Route53 is still the stack's DNS: the traffic tier reaches it through a provider of its own.
+    on_aws = {r.type for r in dev_with_aws_cluster.resources if r.type.startswith(("aws:", "pulumi:providers:aws"))}
+    assert on_aws == {"pulumi:providers:aws", "aws:route53/record:Record", "aws:route53/healthCheck:HealthCheck"}
+    assert all("edgefabric:traffic:GlobalTraffic$" in r.urn for r in dev_with_aws_cluster.resources
+               if r.type in on_aws)
     types = {r.type for r in dev_with_aws_cluster.resources}
-    assert not [t for t in types if t.startswith(("aws:", "pulumi:providers:aws"))], sorted(types)
     # The other clouds still get their managed clusters and providers.
     assert {"azure-native:containerservice:ManagedCluster", "gcp:container/cluster:Cluster",
             "pulumi:providers:azure-native", "pulumi:providers:gcp"} <= types
@@ -61,8 +67,9 @@ def test_the_global_record_follows_the_clusters_load_balancer(dev_with_aws_clust
     assert rendered.outputs["ingress"]["aws"].endswith(".elb.us-east-1.amazonaws.com")
     [failover] = rendered.of_type("pulumi-python:dynamic/failover:WeightedFailover")
     assert failover.inputs["endpoints"]["aws"]["address"] == rendered.outputs["ingress"]["aws"]
-    # No aws provider, so no Route53 health check of ours for any cloud.
-    assert rendered.of_type("aws:route53/healthCheck:HealthCheck") == []
+    # Route53 checks the cluster's load balancer by its name, as it reports one.
+    [check] = [c for c in rendered.of_type("aws:route53/healthCheck:HealthCheck") if c.name.endswith("-aws")]
+    assert check.inputs["fqdn"] == rendered.outputs["ingress"]["aws"] and not check.inputs.get("ipAddress")
 
 
 def test_the_local_stack_deploys_every_tier_onto_clusters_it_brings() -> None:
