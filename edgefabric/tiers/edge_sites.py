@@ -32,7 +32,7 @@ import pulumi_kubernetes as k8s
 from edgefabric.config import EdgeService, Workload
 from edgefabric.config import EdgeSite as EdgeSiteConfig
 from edgefabric.tiers import secret_output
-from edgefabric.tiers.images import runtime_for
+from edgefabric.tiers.images import facts_for, runtime_for
 from edgefabric.tiers.labels import cloud_tags, k8s_labels
 from edgefabric.tiers.network_policies import Listener, listeners, namespace_policies, outside_ports
 from edgefabric.tiers.workloads import config_volumes, container
@@ -178,8 +178,7 @@ class EdgeSite(pulumi.ComponentResource):
                 restart="unless-stopped",
                 memory=svc.requirements.memory_mb,
                 cpus=f"{svc.requirements.cpu:g}",
-                healthcheck={"tests": _health_command(svc), "interval": "30s", "timeout": "5s",
-                             "retries": 3, "start_period": "10s"},
+                healthcheck=docker_health(svc),
                 networks_advanced=[{"name": network.name, "aliases": [svc.name]}],
                 labels=[{"label": k, "value": v} for k, v in {**labels, "app": svc.name}.items()],
                 **spec,
@@ -298,8 +297,12 @@ def systemd_unit(svc: EdgeService, environment: str, site: str) -> str:
     ])
 
 
-def _health_command(svc: EdgeService) -> list[str]:
-    port = svc.ports[0]
-    if port.protocol in ("http", "http2", "websocket"):
-        return ["CMD-SHELL", f"wget -qO- http://127.0.0.1:{port.container_port}{svc.health_path} >/dev/null || exit 1"]
-    return ["CMD-SHELL", f"nc -z 127.0.0.1 {port.container_port} || exit 1"]
+def docker_health(svc: EdgeService) -> dict[str, Any] | None:
+    """The container's Docker health check, run with what its image ships (image_facts.yaml
+    `tools`/`dockerHealth`: envoy has bash but no wget, redis has redis-cli, a distroless image
+    has no shell). None when the image ships nothing to probe with."""
+    facts = facts_for(svc.image)
+    test = facts.docker_health_test(svc.ports[0].container_port, svc.health_path) if facts else None
+    if test is None:
+        return None
+    return {"tests": test, "interval": "30s", "timeout": "5s", "retries": 3, "start_period": "10s"}

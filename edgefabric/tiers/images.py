@@ -41,6 +41,15 @@ class ImageFacts:
     port_env: tuple[str, ...]
     required_args: tuple[str, ...]
     required_env: tuple[str, ...]
+    tools: tuple[str, ...] = ()  # what a Docker health check can run in the image
+    docker_health: tuple[str, ...] | None = None  # its HEALTHCHECK test, with {port} and {path}
+
+    def docker_health_test(self, port: int, path: str) -> list[str] | None:
+        """The Docker HEALTHCHECK test for the service's first port and health path, or None
+        when the image ships nothing to probe with."""
+        if self.docker_health is None:
+            return None
+        return [part.format(port=port, path=path) for part in self.docker_health]
 
 
 @cache
@@ -52,7 +61,8 @@ def all_facts() -> dict[str, ImageFacts]:
         ports=None if row.get("ports") == "declared" else tuple(int(p) for p in row.get("ports") or []),
         config_path=row.get("configPath"),
         port_env=tuple(row.get("portEnv") or ()), required_args=tuple(row.get("requiredArgs") or ()),
-        required_env=tuple(row.get("requiredEnv") or ()),
+        required_env=tuple(row.get("requiredEnv") or ()), tools=tuple(row.get("tools") or ()),
+        docker_health=tuple(row["dockerHealth"]) if row.get("dockerHealth") else None,
     ) for repo, row in rows.items()}
 
 

@@ -6,10 +6,18 @@ included) and the images ran with their defaults: envoy listened on 10000, not o
 
 from __future__ import annotations
 
+import http.server
+import os
+import shutil
+import socket
+import subprocess
+import threading
+
 import yaml
 
 from edgefabric.config import EdgeService
-from edgefabric.tiers.edge_sites import docker_container_spec
+from edgefabric.tiers.edge_sites import docker_container_spec, docker_health
+from edgefabric.tiers.images import facts_for
 from edgefabric.tiers.network_policies import listeners
 
 REQ = {"cpu": 0.25, "memoryMb": 256, "storageMb": 256}
@@ -57,3 +65,60 @@ def test_each_image_gets_the_config_that_serves_its_port_through_its_own_entrypo
 
     cache = spec(CACHE)
     assert "uploads" not in cache and "command" not in cache
+
+
+PROCESSOR = EdgeService.model_validate({
+    "name": "realtime-processing", "kind": "realtime-processing", "image": "ghcr.io/edgefabric/stream-processor:0.9.3",
+    "requirements": REQ, "ports": [{"name": "http", "port": 8090, "protocol": "http"}]})
+
+
+def test_health_checks_run_only_what_each_image_ships() -> None:
+    # Before: `wget` for every http service and `nc` for the rest, through /bin/sh. envoy's image
+    # (ubuntu, ca-certificates only) has neither, redis's has neither, a distroless one no shell.
+    for svc in (GATEWAY, CACHE, BROKER, PROCESSOR):
+        health = docker_health(svc)
+        facts = facts_for(svc.image)
+        assert facts is not None
+        if health is None:
+            assert facts.docker_health is None and svc is PROCESSOR
+            continue
+        test = health["tests"]
+        assert test[0] == "CMD" and test[1] in facts.tools, (svc.name, test, facts.tools)
+    assert docker_health(CACHE)["tests"] == ["CMD", "redis-cli", "-p", "6379", "ping"]  # type: ignore[index]
+    assert docker_health(BROKER)["tests"] == ["CMD", "nc", "-z", "127.0.0.1", "1883"]  # type: ignore[index]
+
+
+class _Status(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/ready" else 503)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_envoys_health_check_really_reads_the_status_with_bash_alone() -> None:
+    """The envoy test runs as Docker would run it (exec, no shell of ours), with bash only:
+    200 on the health path passes, 503 and a closed port fail."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Status)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        bash = shutil.which("bash")
+        assert bash is not None
+
+        def run(path: str, to: int) -> int:
+            test = facts_for(GATEWAY.image).docker_health_test(to, path)  # type: ignore[union-attr]
+            assert test is not None and test[:2] == ["CMD", "bash"]
+            return subprocess.run([bash, *test[2:]], env={"PATH": os.defpath}, timeout=10,
+                                  capture_output=True).returncode
+
+        assert run("/ready", port) == 0
+        assert run("/not-ready", port) != 0
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        free = closed.getsockname()[1]
+        closed.close()
+        assert run("/ready", free) != 0
+    finally:
+        server.shutdown()
