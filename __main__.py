@@ -8,7 +8,7 @@ import pulumi
 
 from edgefabric.config import CLOUDS
 from edgefabric.tiers.brokers import DataFlowPlan, DataFlowPlanArgs
-from edgefabric.tiers.cloud_core import CloudCore, CloudCoreArgs
+from edgefabric.tiers.cloud_core import CloudCore, CloudCoreArgs, in_location
 from edgefabric.tiers.edge_sites import EdgeSite, EdgeSiteArgs
 from edgefabric.tiers.failover_controller import ControllerCluster
 from edgefabric.tiers.ledger import GraphRecorder, config_hash, start_ledger
@@ -43,6 +43,15 @@ cores = {
         settings=cfg.clouds.get(cloud), environment=cfg.environment, tags=cfg.tags))
     for cloud in cfg.clouds.provisioned
 }
+# A region not where its cloud's core runs gets a cluster of its own there
+# (`regions[].cluster`): the same builders, in the region's location, with no core services.
+region_cores = {
+    region.name: CloudCore(region.name, CloudCoreArgs(
+        cloud=region.cloud, size=region.cluster, services=[],
+        settings=in_location(cfg.clouds.get(region.cloud), region.location),
+        environment=cfg.environment, tags=cfg.tags, region=region.name))
+    for region in cfg.regions if region.cluster is not None
+}
 # `dataFlows`: MQTT bridges edge -> region -> core. The brokers are the regions' and sites'
 # own services; the plan's transformations mount the configs it renders into them.
 flows = DataFlowPlan(DataFlowPlanArgs(data_flows=cfg.data_flows, environment=cfg.environment,
@@ -51,8 +60,9 @@ regions = {
     region.name: RegionalEdge(
         region.name,
         RegionalEdgeArgs(region=region, environment=cfg.environment,
-                         k8s_provider=cores[region.cloud].k8s_provider),
-        opts=pulumi.ResourceOptions(depends_on=[cores[region.cloud]], transformations=flows.region(region)))
+                         k8s_provider=region_cores.get(region.name, cores[region.cloud]).k8s_provider),
+        opts=pulumi.ResourceOptions(depends_on=[region_cores.get(region.name, cores[region.cloud])],
+                                    transformations=flows.region(region)))
     for region in cfg.regions
 }
 dataflows = flows.deploy({cloud: core.k8s_provider for cloud, core in cores.items()})
@@ -71,8 +81,9 @@ ingress = {cloud: (pulumi.Output.from_input(cfg.clouds.get(cloud).ingress.addres
            for cloud in cfg.clouds.enabled}
 
 pulumi.export("environment", cfg.environment)
-pulumi.export("clusters", {cloud: core.cluster_name for cloud, core in cores.items()})
-pulumi.export("kubeconfigs", pulumi.Output.secret({cloud: core.kubeconfig for cloud, core in cores.items()}))
+pulumi.export("clusters", {name: core.cluster_name for name, core in {**cores, **region_cores}.items()})
+pulumi.export("kubeconfigs", pulumi.Output.secret({name: core.kubeconfig
+                                                   for name, core in {**cores, **region_cores}.items()}))
 pulumi.export("ingress", ingress)
 pulumi.export("regions", {name: region.gateway_service for name, region in regions.items()})
 pulumi.export("edgeSites", {name: site.services for name, site in sites.items()})

@@ -111,9 +111,10 @@ def elb_hostname(name: str, region: str) -> str:
 
 
 def mock_outputs(typ: str, name: str, inputs: dict[str, Any], provider: str = "",
-                 aws_region: str = "us-east-1") -> dict[str, Any]:
+                 aws_region: str = "us-east-1", aws_cluster: bool | None = None) -> dict[str, Any]:
     """Plausible provider outputs per type, merged over the inputs. `provider` is the
-    registration's provider reference; `aws_region` the aws provider's region."""
+    registration's provider reference; `aws_region` the aws provider's region; `aws_cluster`
+    whether that provider reaches an EKS cluster (None: judged by name, `on_aws`)."""
     out = dict(inputs)
     if typ == "aws:eks/cluster:Cluster":
         # As EKS answers: `https://<32 hex>.<cell>.<region>.eks.amazonaws.com`, and the CA as
@@ -150,8 +151,8 @@ def mock_outputs(typ: str, name: str, inputs: dict[str, Any], provider: str = ""
         if spec.get("type") == "LoadBalancer":
             # As the clouds answer: an AWS load balancer reports a hostname only (the program
             # must cope with that), Azure and GCP an IP.
-            point = ({"hostname": elb_hostname(name, aws_region)} if on_aws(name, provider)
-                     else {"ip": "203.0.113.10"})
+            eks = on_aws(name, provider) if aws_cluster is None else aws_cluster
+            point = {"hostname": elb_hostname(name, aws_region)} if eks else {"ip": "203.0.113.10"}
             out["status"] = {"loadBalancer": {"ingress": [point]}}
     elif typ == "kubernetes:core/v1:Secret" and inputs.get("type") == "kubernetes.io/service-account-token":
         # As the token controller fills it (and the provider waits for): the account's token,
@@ -266,6 +267,9 @@ class CloudMocks(pulumi.runtime.Mocks):
         self.registrations: list[Registration] = []
         self._seen: dict[tuple[str, str], int] = defaultdict(int)
         self._aws_region = "us-east-1"
+        # Each aws provider's region, by name: a resource answers in its own provider's region;
+        # each Kubernetes provider whose kubeconfig reaches EKS, with that cluster's region.
+        self._aws_regions: dict[str, str] = {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
         self._seen[(args.typ, args.name)] += 1
@@ -275,7 +279,17 @@ class CloudMocks(pulumi.runtime.Mocks):
                                                args.provider or "", bool(args.custom)))
         if args.typ == "pulumi:providers:aws" and isinstance(args.inputs.get("region"), str):
             self._aws_region = args.inputs["region"]  # the aws core's region, for ELB hostnames
-        return rid, mock_outputs(args.typ, args.name, args.inputs, args.provider or "", self._aws_region)
+            self._aws_regions[args.name] = args.inputs["region"]
+        # An aws resource answers in its provider's region; a Service on an aws cluster in the
+        # region of the cluster's own provider (`<prefix>-k8s` made from `<prefix>-cluster`).
+        if args.typ == "pulumi:providers:kubernetes":
+            server = re.search(r"\.gr7\.([a-z0-9-]+)\.eks\.amazonaws\.com", str(args.inputs.get("kubeconfig", "")))
+            if server:
+                self._aws_regions[args.name] = server.group(1)
+        via = provider_name(args.provider or "")
+        region = self._aws_regions.get(via, self._aws_region)
+        eks = True if via in self._aws_regions and args.typ.startswith("kubernetes:") else None
+        return rid, mock_outputs(args.typ, args.name, args.inputs, args.provider or "", region, eks)
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list[tuple[str, str]]]:
         return mock_call(args.token, args.args), []  # (result, check failures)

@@ -300,6 +300,10 @@ class Region(_Model):
     # internal (edge sites reach it over their private link to the cloud); a plain-text
     # broker is never open to the whole internet.
     device_source_ranges: list[str] = []
+    # The region's own cluster, in `location`, when that is not where its cloud's core runs
+    # (`clouds.<cloud>.region`/`location`): sized like `core.clusters.<cloud>`. A region in
+    # its core's location runs on the core cluster, in a namespace of its own.
+    cluster: ClusterSize | None = None
 
     @field_validator("device_source_ranges")
     @classmethod
@@ -773,6 +777,19 @@ class StackConfig(_Model):
     def traffic_clouds(self) -> list[Cloud]:
         """Clouds that answer the global name: every enabled one."""
         return self.clouds.enabled
+
+    def core_location(self, cloud: Cloud) -> str:
+        """Where the cloud's core cluster runs: the AWS or GCP region, the Azure location."""
+        settings = self.clouds.get(cloud)
+        return settings.location if isinstance(settings, AzureCloud) else settings.region
+
+    @property
+    def cluster_sizes(self) -> list[tuple[str, Cloud, ClusterSize]]:
+        """Every cluster this stack sizes, with its key path: the cores' (`core.clusters.<cloud>`)
+        and the regions' own (`regions[i].cluster`)."""
+        out: list[tuple[str, Cloud, ClusterSize]] = [(f"core.clusters.{c}", c, s) for c, s in self.core.clusters.items()]
+        out += [(f"regions[{i}].cluster", r.cloud, r.cluster) for i, r in enumerate(self.regions) if r.cluster]
+        return out
 
 
 # Top-level keys, in stack-file spelling. `Pulumi.yaml` declares exactly these.

@@ -79,18 +79,16 @@ def semantic_problems(cfg: StackConfig) -> list[Problem]:
     p += existing_cluster_problems(cfg)
     p += kubernetes_problems(cfg)
     p += cloud_run_problems(cfg)
-    if "aws" in cfg.clouds.created and "aws" in cfg.core.clusters:
-        version = cfg.core.clusters["aws"].kubernetes_version
-        if version not in CLUSTER_AUTOSCALER_RELEASES:
+    p += region_cluster_problems(cfg)
+    for path, cloud, size in cfg.cluster_sizes:
+        if cloud == "aws" and cloud in cfg.clouds.created and size.kubernetes_version not in CLUSTER_AUTOSCALER_RELEASES:
             # EKS node groups scale only through cluster-autoscaler, cut per minor version.
-            p.append(Problem("core.clusters.aws.kubernetesVersion", version,
+            p.append(Problem(f"{path}.kubernetesVersion", size.kubernetes_version,
                              f"a version with a cluster-autoscaler release: {', '.join(CLUSTER_AUTOSCALER_RELEASES)}"))
-    for cloud, size in cfg.core.clusters.items():
         if size.min_nodes > size.max_nodes:
-            p.append(Problem(f"core.clusters.{cloud}.minNodes", size.min_nodes,
-                             f"must be <= maxNodes ({size.max_nodes})"))
+            p.append(Problem(f"{path}.minNodes", size.min_nodes, f"must be <= maxNodes ({size.max_nodes})"))
         if not size.min_nodes <= size.node_count <= size.max_nodes:
-            p.append(Problem(f"core.clusters.{cloud}.nodeCount", size.node_count,
+            p.append(Problem(f"{path}.nodeCount", size.node_count,
                              f"must be within minNodes..maxNodes ({size.min_nodes}..{size.max_nodes})"))
     for i, name in _dupes(s.name for s in cfg.core.services):
         p.append(Problem(f"core.services[{i}].name", name, "core service names must be unique"))
@@ -503,13 +501,48 @@ def _repository(image: str) -> str:
     return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
 
 
+def region_cluster_problems(cfg: StackConfig) -> list[Problem]:
+    """A region runs where it says (`regions[i].location`): on its cloud's core cluster when the
+    core runs there, else on a cluster of its own (`regions[i].cluster`), which only a cloud
+    whose clusters this stack creates can have."""
+    p: list[Problem] = []
+    for i, region in enumerate(cfg.regions):
+        path = f"regions[{i}].cluster"
+        if region.cloud not in cfg.clouds.created:
+            if region.cluster is not None:
+                p.append(Problem(path, region.cluster.model_dump(by_alias=True),
+                                 f"no cluster: clouds.{region.cloud} brings its cluster or an ingress, so this "
+                                 "stack creates no cluster there; the region runs on the cloud's cluster"))
+            continue
+        core = cfg.core_location(region.cloud)
+        if region.cluster is not None:
+            settings = cfg.clouds.get(region.cloud)
+            key = "location" if region.cloud == "azure" else "region"
+            try:
+                type(settings).model_validate({key: region.location})
+            except ValueError:
+                p.append(Problem(f"regions[{i}].location", region.location,
+                                 f"a {region.cloud} {key} its cluster can be created in, like clouds.{region.cloud}."
+                                 f"{key} ({core!r})"))
+            if cfg.data_flows is not None and cfg.data_flows.enabled:
+                p.append(Problem(path, region.cluster.model_dump(by_alias=True),
+                                 "no cluster of its own while dataFlows is enabled: a region's bridge reaches the "
+                                 "core broker by its in-cluster name, on the core's cluster"))
+        if region.location != core and region.cluster is None:
+            p.append(Problem(path, None, f"a cluster size (as core.clusters.{region.cloud}): the region is in "
+                             f"{region.location!r} and its cloud's core in {core!r}, so it gets a cluster of its own there"))
+        elif region.location == core and region.cluster is not None:
+            p.append(Problem(path, region.cluster.model_dump(by_alias=True),
+                             f"no cluster: the region is in {core!r}, where its cloud's core cluster runs it"))
+    return p
+
+
 def cloud_run_problems(cfg: StackConfig) -> list[Problem]:
     """What a created cluster needs to be reachable and its images to start: a way in to the
     API server (a runner in the network, or a public endpoint restricted to real CIDRs), a
     database for Keycloak, an origin for a varnish cache."""
     p: list[Problem] = []
-    for cloud, size in cfg.core.clusters.items():
-        path = f"core.clusters.{cloud}"
+    for path, _cloud, size in cfg.cluster_sizes:
         for k, cidr in enumerate(size.api_allowed_cidrs):
             net = ipaddress.ip_network(cidr, strict=False)
             if any(net.version == doc.version and net.subnet_of(doc) for doc in DOCUMENTATION_NETWORKS):  # type: ignore[arg-type]

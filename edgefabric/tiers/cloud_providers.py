@@ -23,9 +23,10 @@ from edgefabric.tiers import secret_output
 CloudSettings = AwsCloud | AzureCloud | GcpCloud
 
 
-def cloud_provider(settings: CloudSettings, tags: Mapping[str, str], parent: pulumi.Resource
-                   ) -> pulumi.ProviderResource:
-    """The explicit provider for the cloud `settings` describe, a child of `parent`.
+def cloud_provider(settings: CloudSettings, tags: Mapping[str, str], parent: pulumi.Resource,
+                   name: str | None = None) -> pulumi.ProviderResource:
+    """The explicit provider for the cloud `settings` describe, a child of `parent`, named
+    `name` (default: the cloud; a region with its own cluster passes its name).
 
     `tags` are the core tier's standard tags: AWS applies them as default tags and GCP as
     default labels, so even a resource a component forgets to tag carries them.
@@ -33,16 +34,16 @@ def cloud_provider(settings: CloudSettings, tags: Mapping[str, str], parent: pul
     opts = pulumi.ResourceOptions(parent=parent)
     if isinstance(settings, AwsCloud):
         return aws.Provider(
-            "aws", region=settings.region,
+            name or "aws", region=settings.region,
             assume_roles=[{"role_arn": settings.role_arn}] if settings.role_arn else None,
             # Tags on every taggable AWS resource, even one a component forgets.
             default_tags={"tags": dict(tags)}, opts=opts)
     if isinstance(settings, AzureCloud):
         return azure_native.Provider(
-            "azure", location=settings.location,
+            name or "azure", location=settings.location,
             subscription_id=secret_output(settings.subscription_id_ref, "clouds.azure.subscriptionIdRef"),
             opts=opts)
     if isinstance(settings, GcpCloud):
-        return gcp.Provider("gcp", project=settings.project, region=settings.region,
+        return gcp.Provider(name or "gcp", project=settings.project, region=settings.region,
                             default_labels=dict(tags), opts=opts)
     raise TypeError(f"not the settings of a cloud: {type(settings).__name__}")

@@ -297,7 +297,7 @@ def systemd_unit(svc: EdgeService, environment: str, site: str) -> str:
     ])
 
 
-def docker_health(svc: EdgeService) -> dict[str, Any] | None:
+def docker_health(svc: EdgeService) -> docker.ContainerHealthcheckArgs | None:
     """The container's Docker health check, run with what its image ships (image_facts.yaml
     `tools`/`dockerHealth`: envoy has bash but no wget, redis has redis-cli, a distroless image
     has no shell). None when the image ships nothing to probe with."""
@@ -305,4 +305,4 @@ def docker_health(svc: EdgeService) -> dict[str, Any] | None:
     test = facts.docker_health_test(svc.ports[0].container_port, svc.health_path) if facts else None
     if test is None:
         return None
-    return {"tests": test, "interval": "30s", "timeout": "5s", "retries": 3, "start_period": "10s"}
+    return docker.ContainerHealthcheckArgs(tests=test, interval="30s", timeout="5s", retries=3, start_period="10s")

@@ -54,6 +54,9 @@ class CloudCoreArgs:
     settings: CloudSettings
     environment: str
     tags: Mapping[str, str] = field(default_factory=dict)  # the stack's extra tags
+    # A region's own cluster (`regions[].cluster`): the region's name. It prefixes the logical
+    # names and suffixes the cloud-side ones; None for the cloud's core (names as they were).
+    region: str | None = None
 
     def __post_init__(self) -> None:
         expected = SETTINGS_TYPE.get(self.cloud)
@@ -81,7 +84,19 @@ class CloudCoreArgs:
     @property
     def cluster_name(self) -> str:
         """The cloud-side name of the cluster (and of the resource group on Azure)."""
-        return f"edgefabric-{self.environment}"
+        return f"edgefabric-{self.environment}" + (f"-{self.region}" if self.region else "")
+
+    @property
+    def prefix(self) -> str:
+        """What the logical names start with: the cloud (`aws-vpc`), or the region (`us-west-vpc`)."""
+        return self.region or self.cloud
+
+
+def in_location(settings: CloudSettings, location: str) -> CloudSettings:
+    """The cloud's settings moved to `location` (a region's own cluster): the AWS or GCP
+    region, or the Azure location; credentials, project and roles stay as they are."""
+    key = "location" if isinstance(settings, AzureCloud) else "region"
+    return settings.model_copy(update={key: location})
 
 
 class Cluster(NamedTuple):
@@ -116,7 +131,7 @@ class CloudCore(pulumi.ComponentResource):
         tags = cloud_tags(args.environment, TIER, args.cloud, args.tags)
         if args.existing is None:
             # The cloud's provider belongs to this component, like the cluster it creates.
-            self.provider = cloud_provider(args.settings, tags, self)
+            self.provider = cloud_provider(args.settings, tags, self, args.region)
             cluster = _build_cluster(args, tags, self, self.provider)
         else:
             self.provider = None
@@ -124,11 +139,12 @@ class CloudCore(pulumi.ComponentResource):
         self.cluster_name = cluster.name
         self.kubeconfig = pulumi.Output.secret(cluster.kubeconfig)
         self.k8s_provider = k8s.Provider(
-            f"{args.cloud}-k8s", kubeconfig=self.kubeconfig, opts=pulumi.ResourceOptions(parent=self),
+            f"{args.prefix}-k8s", kubeconfig=self.kubeconfig, opts=pulumi.ResourceOptions(parent=self),
         )
         if cluster.in_cluster is not None:
             cluster.in_cluster(self.k8s_provider, k8s_labels(args.environment, TIER, args.cloud))
-        self.ingress_address = self._core_services(args.services)
+        # A region's own cluster runs the region's services (RegionalEdge), no core services.
+        self.ingress_address = self._core_services(args.services) if args.services else pulumi.Output.from_input("")
         self.register_outputs({
             "cluster_name": self.cluster_name,
             "kubeconfig": self.kubeconfig,

@@ -124,26 +124,27 @@ def pod_spec(cluster_name: str, kubernetes_version: str, region: str) -> dict[st
 
 
 def deploy(cluster_name: str, kubernetes_version: str, region: str, labels: dict[str, str],
-           provider: k8s.Provider, parent: pulumi.Resource) -> k8s.apps.v1.Deployment:
-    """The service account (its AWS role comes by Pod Identity), RBAC and the Deployment."""
+           provider: k8s.Provider, parent: pulumi.Resource, prefix: str = "aws") -> k8s.apps.v1.Deployment:
+    """The service account (its AWS role comes by Pod Identity), RBAC and the Deployment;
+    `prefix` starts their logical names (the cloud, or a region with its own cluster)."""
     opts = pulumi.ResourceOptions(parent=parent, provider=provider)
     meta = {"name": NAME, "namespace": NAMESPACE, "labels": {**labels, "app.kubernetes.io/name": NAME}}
-    account = k8s.core.v1.ServiceAccount("aws-autoscaler", metadata=meta, opts=opts)
+    account = k8s.core.v1.ServiceAccount(f"{prefix}-autoscaler", metadata=meta, opts=opts)
     cluster_meta = {"name": NAME, "labels": meta["labels"]}
-    role = k8s.rbac.v1.ClusterRole("aws-autoscaler", metadata=cluster_meta, rules=CLUSTER_RULES, opts=opts)
+    role = k8s.rbac.v1.ClusterRole(f"{prefix}-autoscaler", metadata=cluster_meta, rules=CLUSTER_RULES, opts=opts)
     subject = [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}]
     k8s.rbac.v1.ClusterRoleBinding(
-        "aws-autoscaler", metadata=cluster_meta, subjects=subject,
+        f"{prefix}-autoscaler", metadata=cluster_meta, subjects=subject,
         role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME},
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[role])))
-    ns_role = k8s.rbac.v1.Role("aws-autoscaler", metadata=meta, rules=NAMESPACE_RULES, opts=opts)
+    ns_role = k8s.rbac.v1.Role(f"{prefix}-autoscaler", metadata=meta, rules=NAMESPACE_RULES, opts=opts)
     k8s.rbac.v1.RoleBinding(
-        "aws-autoscaler", metadata=meta, subjects=subject,
+        f"{prefix}-autoscaler", metadata=meta, subjects=subject,
         role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAME},
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[ns_role])))
     selector = {"app.kubernetes.io/name": NAME}
     return k8s.apps.v1.Deployment(
-        "aws-autoscaler", metadata=meta,
+        f"{prefix}-autoscaler", metadata=meta,
         spec={"replicas": 1, "selector": {"matchLabels": selector},
               "template": {"metadata": {"labels": meta["labels"]},
                            "spec": pod_spec(cluster_name, kubernetes_version, region)}},

@@ -39,45 +39,46 @@ class Network:
     node_routes: list[pulumi.Resource]  # what nodes need before they can join (NAT routes)
 
 
-def network(name: str, region: str, tags: dict[str, str], opts: pulumi.ResourceOptions) -> Network:
-    vpc = aws.ec2.Vpc("aws-vpc", cidr_block=VPC_CIDR, enable_dns_hostnames=True,
+def network(name: str, region: str, tags: dict[str, str], opts: pulumi.ResourceOptions, p: str = "aws") -> Network:
+    """The VPC of cluster `name`; `p` prefixes the logical names (the cloud, or a region)."""
+    vpc = aws.ec2.Vpc(f"{p}-vpc", cidr_block=VPC_CIDR, enable_dns_hostnames=True,
                       enable_dns_support=True, tags={**tags, "Name": name}, opts=opts)
     shared = {f"kubernetes.io/cluster/{name}": "shared"}
     # The private subnets keep the names and ranges they had, so existing stacks update in place.
     private = [
-        aws.ec2.Subnet(f"aws-subnet-{i}", vpc_id=vpc.id, cidr_block=f"10.40.{i * 16}.0/20",
+        aws.ec2.Subnet(f"{p}-subnet-{i}", vpc_id=vpc.id, cidr_block=f"10.40.{i * 16}.0/20",
                        availability_zone=f"{region}{zone}",
                        tags={**tags, **shared, "Name": f"{name}-private-{zone}",
                              "kubernetes.io/role/internal-elb": "1"}, opts=opts)
         for i, zone in enumerate(ZONES)
     ]
     public = [
-        aws.ec2.Subnet(f"aws-public-{i}", vpc_id=vpc.id, cidr_block=f"10.40.{128 + i * 16}.0/20",
+        aws.ec2.Subnet(f"{p}-public-{i}", vpc_id=vpc.id, cidr_block=f"10.40.{128 + i * 16}.0/20",
                        availability_zone=f"{region}{zone}", map_public_ip_on_launch=False,
                        tags={**tags, **shared, "Name": f"{name}-public-{zone}", "kubernetes.io/role/elb": "1"},
                        opts=opts)
         for i, zone in enumerate(ZONES)
     ]
-    igw = aws.ec2.InternetGateway("aws-igw", vpc_id=vpc.id, tags={**tags, "Name": name}, opts=opts)
-    public_rt = aws.ec2.RouteTable("aws-public-rt", vpc_id=vpc.id, tags={**tags, "Name": f"{name}-public"},
+    igw = aws.ec2.InternetGateway(f"{p}-igw", vpc_id=vpc.id, tags={**tags, "Name": name}, opts=opts)
+    public_rt = aws.ec2.RouteTable(f"{p}-public-rt", vpc_id=vpc.id, tags={**tags, "Name": f"{name}-public"},
                                    opts=opts)
-    aws.ec2.Route("aws-public-default", route_table_id=public_rt.id, destination_cidr_block="0.0.0.0/0",
+    aws.ec2.Route(f"{p}-public-default", route_table_id=public_rt.id, destination_cidr_block="0.0.0.0/0",
                   gateway_id=igw.id, opts=opts)
     node_routes: list[pulumi.Resource] = []
     for i, zone in enumerate(ZONES):
-        aws.ec2.RouteTableAssociation(f"aws-public-{i}", subnet_id=public[i].id, route_table_id=public_rt.id,
+        aws.ec2.RouteTableAssociation(f"{p}-public-{i}", subnet_id=public[i].id, route_table_id=public_rt.id,
                                       opts=opts)
         # One NAT gateway per zone: a zone's nodes keep egress when the other zone fails.
-        eip = aws.ec2.Eip(f"aws-nat-{i}", domain="vpc", tags={**tags, "Name": f"{name}-nat-{zone}"},
+        eip = aws.ec2.Eip(f"{p}-nat-{i}", domain="vpc", tags={**tags, "Name": f"{name}-nat-{zone}"},
                           opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[igw])))
-        nat = aws.ec2.NatGateway(f"aws-nat-{i}", allocation_id=eip.id, subnet_id=public[i].id,
+        nat = aws.ec2.NatGateway(f"{p}-nat-{i}", allocation_id=eip.id, subnet_id=public[i].id,
                                  tags={**tags, "Name": f"{name}-nat-{zone}"},
                                  opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[igw])))
-        rt = aws.ec2.RouteTable(f"aws-private-rt-{i}", vpc_id=vpc.id,
+        rt = aws.ec2.RouteTable(f"{p}-private-rt-{i}", vpc_id=vpc.id,
                                 tags={**tags, "Name": f"{name}-private-{zone}"}, opts=opts)
-        route = aws.ec2.Route(f"aws-private-default-{i}", route_table_id=rt.id,
+        route = aws.ec2.Route(f"{p}-private-default-{i}", route_table_id=rt.id,
                               destination_cidr_block="0.0.0.0/0", nat_gateway_id=nat.id, opts=opts)
-        assoc = aws.ec2.RouteTableAssociation(f"aws-private-{i}", subnet_id=private[i].id, route_table_id=rt.id,
+        assoc = aws.ec2.RouteTableAssociation(f"{p}-private-{i}", subnet_id=private[i].id, route_table_id=rt.id,
                                               opts=opts)
         node_routes += [route, assoc]
     return Network(vpc=vpc, public=public, private=private, node_routes=node_routes)
@@ -88,28 +89,28 @@ def eks(args: CloudCoreArgs, tags: dict[str, str], parent: pulumi.Resource,
     settings, size = args.settings, args.cluster
     assert isinstance(settings, AwsCloud)  # CloudCoreArgs checks the settings match the cloud
     opts = pulumi.ResourceOptions(parent=parent, provider=provider)
-    name = args.cluster_name
-    net = network(name, settings.region, tags, opts)
+    name, p = args.cluster_name, args.prefix
+    net = network(name, settings.region, tags, opts, p)
     cluster_role = aws.iam.Role(
-        "aws-cluster-role", assume_role_policy=_assume("eks.amazonaws.com"), tags=tags, opts=opts)
+        f"{p}-cluster-role", assume_role_policy=_assume("eks.amazonaws.com"), tags=tags, opts=opts)
     cluster_attachments = [
         aws.iam.RolePolicyAttachment(
             # The first keeps its old logical name: renaming it would replace the attachment.
-            "aws-cluster-policy" if policy == "AmazonEKSClusterPolicy" else f"aws-cluster-{policy}",
+            f"{p}-cluster-policy" if policy == "AmazonEKSClusterPolicy" else f"{p}-cluster-{policy}",
             role=cluster_role.name, policy_arn=f"arn:aws:iam::aws:policy/{policy}", opts=opts)
         for policy in CLUSTER_POLICIES
     ]
     node_role = aws.iam.Role(
-        "aws-node-role", assume_role_policy=_assume("ec2.amazonaws.com"), tags=tags, opts=opts)
+        f"{p}-node-role", assume_role_policy=_assume("ec2.amazonaws.com"), tags=tags, opts=opts)
     node_attachments = [
         aws.iam.RolePolicyAttachment(
-            f"aws-node-{policy}", role=node_role.name,
+            f"{p}-node-{policy}", role=node_role.name,
             policy_arn=f"arn:aws:iam::aws:policy/{policy}", opts=opts)
         for policy in NODE_POLICIES
     ]
     public = bool(size.api_allowed_cidrs)
     cluster = aws.eks.Cluster(
-        "aws-cluster", name=name, role_arn=cluster_role.arn, version=size.kubernetes_version,
+        f"{p}-cluster", name=name, role_arn=cluster_role.arn, version=size.kubernetes_version,
         vpc_config={
             "subnet_ids": [s.id for s in net.private],
             "endpoint_private_access": True,
@@ -124,7 +125,7 @@ def eks(args: CloudCoreArgs, tags: dict[str, str], parent: pulumi.Resource,
         # Destroyed before its permissions, so EKS can still clean up what it created.
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=cluster_attachments)))
     nodes = aws.eks.NodeGroup(
-        "aws-nodes", cluster_name=cluster.name, node_role_arn=node_role.arn,
+        f"{p}-nodes", cluster_name=cluster.name, node_role_arn=node_role.arn,
         # Nodes follow the control plane's version: an upgrade moves the cluster, then them.
         version=cluster.version,
         subnet_ids=[s.id for s in net.private], instance_types=[size.machine_type],
@@ -138,17 +139,17 @@ def eks(args: CloudCoreArgs, tags: dict[str, str], parent: pulumi.Resource,
     # Managed add-ons: networking and DNS under EKS's upgrades, and the metrics-server the
     # HorizontalPodAutoscalers read (EKS ships none). After the nodes, which they run on.
     for addon in ADDONS:
-        aws.eks.Addon(f"aws-addon-{addon}", cluster_name=cluster.name, addon_name=addon,
+        aws.eks.Addon(f"{p}-addon-{addon}", cluster_name=cluster.name, addon_name=addon,
                       resolve_conflicts_on_create="OVERWRITE", resolve_conflicts_on_update="OVERWRITE",
                       tags=tags, opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[nodes])))
     # The node autoscaler: EKS moves a node group's desired size only when told to. Its role
     # may change this cluster's groups only, and reaches its pod through Pod Identity.
-    scaler_role = aws.iam.Role("aws-autoscaler-role", assume_role_policy=autoscaler.trust_policy(), tags=tags,
+    scaler_role = aws.iam.Role(f"{p}-autoscaler-role", assume_role_policy=autoscaler.trust_policy(), tags=tags,
                                opts=opts)
-    scaler_policy = aws.iam.RolePolicy("aws-autoscaler", role=scaler_role.id,
+    scaler_policy = aws.iam.RolePolicy(f"{p}-autoscaler", role=scaler_role.id,
                                        policy=cluster.name.apply(autoscaler.iam_policy), opts=opts)
     aws.eks.PodIdentityAssociation(
-        "aws-autoscaler", cluster_name=cluster.name, namespace=autoscaler.NAMESPACE,
+        f"{p}-autoscaler", cluster_name=cluster.name, namespace=autoscaler.NAMESPACE,
         service_account=autoscaler.NAME, role_arn=scaler_role.arn, tags=tags,
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[scaler_policy])))
     region = settings.region
@@ -164,7 +165,7 @@ def eks(args: CloudCoreArgs, tags: dict[str, str], parent: pulumi.Resource,
     version = size.kubernetes_version
 
     def in_cluster(k8s_provider: k8s.Provider, labels: dict[str, str]) -> None:
-        autoscaler.deploy(name, version, region, labels, k8s_provider, parent)
+        autoscaler.deploy(name, version, region, labels, k8s_provider, parent, p)
 
     return Cluster(cluster.name, kubeconfig, in_cluster)
 

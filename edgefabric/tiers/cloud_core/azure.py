@@ -16,12 +16,13 @@ def aks(args: CloudCoreArgs, tags: dict[str, str], parent: pulumi.Resource,
     settings, size = args.settings, args.cluster
     assert isinstance(settings, AzureCloud)  # CloudCoreArgs checks the settings match the cloud
     opts = pulumi.ResourceOptions(parent=parent, provider=provider)
+    p = args.prefix  # of the logical names: the cloud, or a region with its own cluster
     group = azure_native.resources.ResourceGroup(
-        "azure-rg", resource_group_name=args.cluster_name,
+        f"{p}-rg", resource_group_name=args.cluster_name,
         location=settings.location, tags=tags, opts=opts)
     cs = azure_native.containerservice
     cluster = cs.ManagedCluster(
-        "azure-cluster",
+        f"{p}-cluster",
         resource_group_name=group.name,
         location=settings.location,
         dns_prefix=args.cluster_name,

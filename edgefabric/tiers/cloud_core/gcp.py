@@ -36,28 +36,29 @@ def gke(args: CloudCoreArgs, tags: dict[str, str], parent: pulumi.Resource,
     settings, size = args.settings, args.cluster
     assert isinstance(settings, GcpCloud)  # CloudCoreArgs checks the settings match the cloud
     opts = pulumi.ResourceOptions(parent=parent, provider=provider)
+    p = args.prefix  # of the logical names: the cloud, or a region with its own cluster
     name = args.cluster_name
-    network = gcp.compute.Network("gcp-network", name=name, auto_create_subnetworks=False, opts=opts)
+    network = gcp.compute.Network(f"{p}-network", name=name, auto_create_subnetworks=False, opts=opts)
     subnet = gcp.compute.Subnetwork(
-        "gcp-subnet", name=f"{name}-nodes", network=network.id, region=settings.region,
+        f"{p}-subnet", name=f"{name}-nodes", network=network.id, region=settings.region,
         ip_cidr_range=SUBNET_CIDR, private_ip_google_access=True,
         secondary_ip_ranges=[{"range_name": r, "ip_cidr_range": c} for r, c in (PODS_RANGE, SERVICES_RANGE)],
         opts=opts)
-    router = gcp.compute.Router("gcp-router", name=name, network=network.id, region=settings.region, opts=opts)
+    router = gcp.compute.Router(f"{p}-router", name=name, network=network.id, region=settings.region, opts=opts)
     nat = gcp.compute.RouterNat(
-        "gcp-nat", name=name, router=router.name, region=settings.region,
+        f"{p}-nat", name=name, router=router.name, region=settings.region,
         nat_ip_allocate_option="AUTO_ONLY", source_subnetwork_ip_ranges_to_nat="ALL_SUBNETWORKS_ALL_IP_RANGES",
         log_config={"enable": True, "filter": "ERRORS_ONLY"}, opts=opts)
     node_sa = gcp.serviceaccount.Account(
-        "gcp-nodes-sa", account_id=f"{name}-nodes"[:30], display_name=f"{name} GKE nodes", opts=opts)
+        f"{p}-nodes-sa", account_id=f"{name}-nodes"[:30], display_name=f"{name} GKE nodes", opts=opts)
     grants = [
-        gcp.projects.IAMMember(f"gcp-nodes-{role.split('/')[1]}", project=settings.project, role=role,
+        gcp.projects.IAMMember(f"{p}-nodes-{role.split('/')[1]}", project=settings.project, role=role,
                                member=node_sa.email.apply(lambda e: f"serviceAccount:{e}"), opts=opts)
         for role in NODE_ROLES
     ]
     # The default pool cannot be tuned; replace it with one we own and can scale.
     cluster = gcp.container.Cluster(
-        "gcp-cluster", name=name, location=settings.region,
+        f"{p}-cluster", name=name, location=settings.region,
         network=network.id, subnetwork=subnet.id,
         remove_default_node_pool=True, initial_node_count=1,
         min_master_version=size.kubernetes_version, deletion_protection=args.environment == "prod",
@@ -76,7 +77,7 @@ def gke(args: CloudCoreArgs, tags: dict[str, str], parent: pulumi.Resource,
         resource_labels=tags,
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=grants)))
     gcp.container.NodePool(
-        "gcp-nodes", cluster=cluster.name, location=settings.region,
+        f"{p}-nodes", cluster=cluster.name, location=settings.region,
         # Nodes follow the control plane's version.
         version=cluster.master_version,
         # Per zone at creation; the autoscaler owns the count afterwards.

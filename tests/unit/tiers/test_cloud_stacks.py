@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.unit.tiers.conftest import rendered_stack
+from edgefabric.config import load_stack_file
+from tests.unit.tiers.conftest import ROOT, rendered_stack
 from tooling.render import Registered, Rendered
 
 CLOUD_STACKS = ("dev", "staging", "prod")
@@ -38,12 +39,13 @@ def kubeconfig(rendered: Rendered, cloud: str) -> dict[str, Any]:
 @pytest.mark.parametrize("stack", CLOUD_STACKS)
 def test_aws_vpc_has_public_and_private_subnets_gateways_and_routes(stack: str) -> None:
     r = rendered_stack(stack)
-    subnets = {s.name: s.inputs["tags"] for s in r.of_type("aws:ec2/subnet:Subnet")}
+    subnets = {s.name: s.inputs["tags"] for s in r.of_type("aws:ec2/subnet:Subnet") if s.name.startswith("aws-")}
     assert {n for n, t in subnets.items() if t.get("kubernetes.io/role/elb") == "1"} == {"aws-public-0", "aws-public-1"}
     assert {n for n, t in subnets.items() if t.get("kubernetes.io/role/internal-elb") == "1"} == \
         {"aws-subnet-0", "aws-subnet-1"}
-    assert len(r.of_type("aws:ec2/internetGateway:InternetGateway")) == 1
-    assert len(r.of_type("aws:ec2/natGateway:NatGateway")) == 2  # one per zone
+    own = sum(1 for reg in load_stack_file(ROOT / f"Pulumi.{stack}.yaml").regions if reg.cluster and reg.cloud == "aws")
+    assert len(r.of_type("aws:ec2/internetGateway:InternetGateway")) == 1 + own  # a VPC per cluster
+    assert len([n for n in r.of_type("aws:ec2/natGateway:NatGateway") if n.name.startswith("aws-")]) == 2  # one per zone
     defaults = {x.name: names(r, x.dependencies) for x in r.of_type("aws:ec2/route:Route")
                 if x.inputs.get("destinationCidrBlock") == "0.0.0.0/0"}
     assert "aws-igw" in defaults["aws-public-default"]

@@ -82,10 +82,10 @@ def test_health_checks_run_only_what_each_image_ships() -> None:
         if health is None:
             assert facts.docker_health is None and svc is PROCESSOR
             continue
-        test = health["tests"]
+        test = health.tests
         assert test[0] == "CMD" and test[1] in facts.tools, (svc.name, test, facts.tools)
-    assert docker_health(CACHE)["tests"] == ["CMD", "redis-cli", "-p", "6379", "ping"]  # type: ignore[index]
-    assert docker_health(BROKER)["tests"] == ["CMD", "nc", "-z", "127.0.0.1", "1883"]  # type: ignore[index]
+    assert docker_health(CACHE).tests == ["CMD", "redis-cli", "-p", "6379", "ping"]  # type: ignore[union-attr]
+    assert docker_health(BROKER).tests == ["CMD", "nc", "-z", "127.0.0.1", "1883"]  # type: ignore[union-attr]
 
 
 class _Status(http.server.BaseHTTPRequestHandler):

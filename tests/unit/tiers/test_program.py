@@ -28,24 +28,27 @@ def expected_counts(cfg: StackConfig) -> Counter[str]:
     native_sites = [s for s in cfg.edge.sites if s.capabilities.runtime == "native"]
     core, regional = cfg.core.services, [s for r in cfg.regions for s in r.services]
     edge_k8s = [s for site in k8s_sites for s in site.services]
-    want["edgefabric:core:CloudCore"] = len(clouds)
+    # A region not where its cloud's core runs has its own cluster (`regions[].cluster`).
+    own = [r for r in cfg.regions if r.cluster is not None]
+    want["edgefabric:core:CloudCore"] = len(clouds) + len(own)
     want["edgefabric:edge:RegionalEdge"] = len(cfg.regions)
     want["edgefabric:edge:EdgeSite"] = len(cfg.edge.sites)
     # Managed clusters only where the stack creates them (not for `clouds.<cloud>.cluster`).
     created = cfg.clouds.created
-    want["aws:eks/cluster:Cluster"] = int("aws" in created)
-    want["azure-native:containerservice:ManagedCluster"] = int("azure" in created)
-    want["gcp:container/cluster:Cluster"] = int("gcp" in created)
+    mine = {c: sum(1 for r in own if r.cloud == c) for c in ("aws", "azure", "gcp")}
+    want["aws:eks/cluster:Cluster"] = int("aws" in created) + mine["aws"]
+    want["azure-native:containerservice:ManagedCluster"] = int("azure" in created) + mine["azure"]
+    want["gcp:container/cluster:Cluster"] = int("gcp" in created) + mine["gcp"]
     want["kubernetes:apps/v1:Deployment"] = len(core) * len(clouds) + len(regional) + len(edge_k8s)
     want["kubernetes:core/v1:Service"] = want["kubernetes:apps/v1:Deployment"]
     # EKS's cluster-autoscaler (no Service: nothing calls it).
-    want["kubernetes:apps/v1:Deployment"] += int("aws" in created)
+    want["kubernetes:apps/v1:Deployment"] += int("aws" in created) + mine["aws"]
     want["kubernetes:core/v1:Namespace"] = len(clouds) + len(cfg.regions) + len(k8s_sites)
     want["kubernetes:autoscaling/v2:HorizontalPodAutoscaler"] = sum(1 for s in core if s.autoscale) * len(clouds)
     want["kubernetes:policy/v1:PodDisruptionBudget"] = (
         sum(1 for s in core if s.replicas > 1 or s.autoscale) * len(clouds)
         + sum(1 for s in regional if s.replicas > 1))
-    want["pulumi:providers:kubernetes"] = len(clouds) + len(k8s_sites)
+    want["pulumi:providers:kubernetes"] = len(clouds) + len(own) + len(k8s_sites)
     want["docker:index/container:Container"] = sum(len(s.services) for s in docker_sites)
     want["pulumi:providers:docker"] = len(docker_sites)
     want["command:remote:Command"] = sum(len(s.services) for s in native_sites)
@@ -160,7 +163,7 @@ def test_kubeconfig_outputs_are_secret(stack: tuple[StackConfig, Rendered]) -> N
         assert resolve(core.kubeconfig).secret, f"{rendered.stack}: {cloud} kubeconfig is not secret"
     k8s_providers = rendered.of_type("pulumi:providers:kubernetes")
     assert all("kubeconfig" in p.secret_inputs for p in k8s_providers), "a kubeconfig went in plain"
-    assert len(k8s_providers) == len(cfg.clouds.provisioned) + sum(
+    assert len(k8s_providers) == len(cfg.clouds.provisioned) + sum(1 for r in cfg.regions if r.cluster) + sum(
         1 for s in cfg.edge.sites if s.capabilities.runtime == "kubernetes")
 
 

@@ -1,0 +1,120 @@
+"""A region runs where it says: on its cloud's core cluster when the core runs in its
+location, else on a cluster of its own there (`regions[].cluster`). Before, every region was a
+namespace on its cloud's core cluster and `regions[].location` was never read: prod's us-west
+ran in us-east-1, eu-north in westeurope, ap-south in asia-southeast1."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from edgefabric.config import ConfigError, load_config, raw_from_stack_file
+from tests.unit.tiers.conftest import ROOT, rendered_stack
+from tooling.render import Registered, Rendered, provider_name
+
+PROD = raw_from_stack_file(ROOT / "Pulumi.prod.yaml")
+
+
+def one(rendered: Rendered, typ: str, name: str) -> Registered:
+    [found] = [r for r in rendered.of_type(typ) if r.name == name]
+    return found
+
+
+def on(rendered: Rendered, provider: str) -> set[str]:
+    return {r.name for r in rendered.resources
+            if r.type.startswith("kubernetes:") and provider_name(r.provider) == provider}
+
+
+def test_prods_far_regions_get_clusters_of_their_own_where_they_are() -> None:
+    r = rendered_stack("prod")
+    regions = {x.name: x for x in r.of_type("pulumi:providers:aws")}
+    assert regions["aws"].inputs["region"] == "us-east-1" and regions["us-west"].inputs["region"] == "us-west-2"
+    eks = one(r, "aws:eks/cluster:Cluster", "us-west-cluster")
+    assert eks.inputs["name"] == "edgefabric-prod-us-west"
+    assert eks.provider.startswith(regions["us-west"].urn)
+    assert one(r, "aws:ec2/vpc:Vpc", "us-west-vpc").provider.startswith(regions["us-west"].urn)
+    # Its node group follows its own control plane and its own autoscaler resizes it.
+    nodes = one(r, "aws:eks/nodeGroup:NodeGroup", "us-west-nodes")
+    assert nodes.inputs["version"] == eks.inputs["version"]
+    assert "us-west-autoscaler" in on(r, "us-west-k8s")
+    aks = one(r, "azure-native:containerservice:ManagedCluster", "eu-north-cluster")
+    assert aks.inputs["location"] == "swedencentral" and aks.inputs["disableLocalAccounts"] is True
+    assert one(r, "azure-native:resources:ResourceGroup", "eu-north-rg").inputs["resourceGroupName"] == \
+        "edgefabric-prod-eu-north"
+    gke = one(r, "gcp:container/cluster:Cluster", "ap-south-cluster")
+    assert gke.inputs["location"] == "asia-south1" and gke.inputs["name"] == "edgefabric-prod-ap-south"
+    assert r.outputs["clusters"]["us-west"] == "edgefabric-prod-us-west"
+
+
+@pytest.mark.parametrize(("region", "own", "core"), [
+    ("us-west", "us-west-k8s", "aws-k8s"), ("eu-north", "eu-north-k8s", "azure-k8s"),
+    ("ap-south", "ap-south-k8s", "gcp-k8s")])
+def test_a_far_regions_services_run_on_its_cluster_and_nothing_of_the_core_does(region: str, own: str,
+                                                                                core: str) -> None:
+    r = rendered_stack("prod")
+    services = {s["name"] for reg in PROD["regions"] if reg["name"] == region for s in reg["services"]}
+    mine = on(r, own)
+    assert {f"{region}-{s}" for s in services} <= mine
+    assert not {n for n in on(r, core) if n.startswith(f"{region}-")}
+    # A region cluster runs the region, not the core services (no core namespace, no gateway).
+    assert not [n for n in mine if n.split("-", 2)[-1] in {s["name"] for s in PROD["core"]["services"]}
+                and not n.startswith(f"{region}-")]
+
+
+def test_a_region_where_its_core_runs_stays_on_the_core_cluster() -> None:
+    r = rendered_stack("prod")
+    assert "us-east-regional-gateway" in on(r, "aws-k8s")
+    assert not [x for x in r.of_type("aws:eks/cluster:Cluster") if x.name.startswith("us-east")]
+
+
+def problems(raw: dict[str, Any]) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(raw)
+    return info.value.problems
+
+
+def prod(index: int, **changes: Any) -> dict[str, Any]:
+    raw = copy.deepcopy(PROD)
+    for key, value in changes.items():
+        if value is None:
+            raw["regions"][index].pop(key, None)
+        else:
+            raw["regions"][index][key] = value
+    return raw
+
+
+def test_a_far_region_without_a_cluster_is_refused() -> None:
+    (line,) = problems(prod(1, cluster=None))  # us-west
+    assert line.startswith("edgefabric:regions[1].cluster = None: a cluster size (as core.clusters.aws): the region "
+                           "is in 'us-west-2' and its cloud's core in 'us-east-1'"), line
+
+
+def test_a_cluster_for_a_region_where_the_core_runs_is_refused() -> None:
+    (line,) = problems(prod(0, cluster=PROD["regions"][1]["cluster"]))  # us-east
+    assert line.startswith("edgefabric:regions[0].cluster = {") and "no cluster: the region is in 'us-east-1'" in line
+
+
+def test_a_location_the_cloud_does_not_have_is_refused() -> None:
+    got = problems(prod(1, location="mars-west-1"))
+    assert any(p.startswith("edgefabric:regions[1].location = 'mars-west-1': a aws region") for p in got), got
+
+
+def test_no_cluster_of_its_own_on_a_cloud_this_stack_does_not_create() -> None:
+    raw = prod(1)
+    raw["clouds"]["aws"]["cluster"] = {"kubeconfigRef": "env:KUBECONFIG_AWS"}
+    del raw["core"]["clusters"]["aws"]
+    got = problems(raw)
+    assert any(p.startswith("edgefabric:regions[1].cluster = {") and "clouds.aws brings its cluster" in p
+               for p in got), got
+
+
+def test_no_cluster_of_its_own_while_data_flows_bridge_regions_in_cluster() -> None:
+    raw = copy.deepcopy(raw_from_stack_file(ROOT / "Pulumi.staging.yaml"))
+    eu_west = next(i for i, reg in enumerate(raw["regions"]) if reg["name"] == "eu-west")
+    raw["regions"][eu_west]["location"] = "swedencentral"
+    raw["regions"][eu_west]["cluster"] = PROD["regions"][3]["cluster"]
+    got = problems(raw)
+    assert any(p.startswith(f"edgefabric:regions[{eu_west}].cluster = {{") and "while dataFlows is enabled" in p
+               for p in got), got
