@@ -407,7 +407,9 @@ def test_a_black_holed_target_costs_its_timeout_and_no_more(blackhole: Blackhole
     res = probe_many_sync(probes, 0.3)
     elapsed = time.perf_counter() - t0
     for key, want in (("http", 0.3), ("https", 0.3), ("both", 0.4)):
-        assert not res[key].ok and want <= res[key].latency_s < want + 0.1, (key, res[key])
+        # The whole timeout, to the millisecond: the probe loop's timers (libuv) have millisecond
+        # resolution, and one fired 0.25 ms early by perf_counter in a CI run.
+        assert not res[key].ok and want - 0.001 <= res[key].latency_s < want + 0.1, (key, res[key])
     assert res["both"].detail == "a: timeout after 0.2s; b: timeout after 0.4s"
     assert elapsed < 0.4 + 0.25
 
