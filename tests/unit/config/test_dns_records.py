@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from edgefabric.config import ConfigError, load_config, raw_from_stack_file
+from edgefabric.config import load_config, raw_from_stack_file
 from edgefabric.traffic.spec import FailoverSpec
+from tests.kits.config import config_problems as problems
 
 ROOT = Path(__file__).resolve().parents[3]
 LOCAL = raw_from_stack_file(ROOT / "Pulumi.local.yaml")
@@ -21,12 +22,6 @@ def local(**dns: Any) -> dict[str, Any]:
     raw = copy.deepcopy(LOCAL)
     raw["dns"] = {k: v for k, v in {**raw["dns"], **dns}.items() if v is not None}
     return raw
-
-
-def problems(raw: dict[str, Any]) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_config(raw)
-    return info.value.problems
 
 
 def test_the_local_stack_publishes_two_names_with_different_strategies() -> None:

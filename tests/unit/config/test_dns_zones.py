@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from edgefabric.config import ConfigError, load_config, raw_from_stack_file, zones
+from edgefabric.config import load_config, raw_from_stack_file, zones
 from edgefabric.tiers.dns_zones import published_names
+from tests.kits.config import config_problems as problems
 
 ROOT = Path(__file__).resolve().parents[3]
 DEV = raw_from_stack_file(ROOT / "Pulumi.dev.yaml")
@@ -28,12 +29,6 @@ def dev(authority: Any = "route53", **backends: Any) -> dict[str, Any]:
         else:
             raw["dns"]["backends"][key] = {**raw["dns"]["backends"].get(key, {}), **value}
     return raw
-
-
-def problems(raw: dict[str, Any]) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_config(raw)
-    return info.value.problems
 
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from edgefabric.config import (
-    ConfigError,
     HttpCheck,
     TcpCheck,
     load_config,
     load_stack_file,
     raw_from_stack_file,
 )
+from tests.kits.config import config_problems as problems
 
 ROOT = Path(__file__).resolve().parents[3]
 DEV = raw_from_stack_file(ROOT / "Pulumi.dev.yaml")
@@ -28,12 +28,6 @@ def dev(**health_check: Any) -> dict[str, Any]:
     hc = {k: v for k, v in raw["healthCheck"].items() if k != "check"}
     raw["healthCheck"] = {**hc, **health_check}
     return raw
-
-
-def problems(raw: dict[str, Any]) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_config(raw)
-    return info.value.problems
 
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from edgefabric.config import ConfigError, load_config, raw_from_stack_file
+from edgefabric.config import raw_from_stack_file
+from tests.kits.config import config_problems as problems
 from tests.unit.tiers.conftest import ROOT, rendered_stack
 from tooling.render import Registered, Rendered, provider_name
 
@@ -67,12 +68,6 @@ def test_a_region_where_its_core_runs_stays_on_the_core_cluster() -> None:
     r = rendered_stack("prod")
     assert "us-east-regional-gateway" in on(r, "aws-k8s")
     assert not [x for x in r.of_type("aws:eks/cluster:Cluster") if x.name.startswith("us-east")]
-
-
-def problems(raw: dict[str, Any]) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_config(raw)
-    return info.value.problems
 
 
 def prod(index: int, **changes: Any) -> dict[str, Any]:
