@@ -363,6 +363,15 @@ def controller_problems(cfg: StackConfig) -> list[Problem]:
     if ctl.lease_duration_s <= cfg.health_check.interval_s:
         p.append(Problem("dns.controller.leaseDurationS", ctl.lease_duration_s,
                          f"> healthCheck.intervalS ({cfg.health_check.interval_s:g}): the leader renews every tick"))
+    private = [c for c in cfg.clouds.created
+               if c in cfg.core.clusters and not cfg.core.clusters[c].api_allowed_cidrs]
+    if len(private) > 1:
+        # Each replica takes the lease in its peers' clusters, through their API servers: a
+        # private endpoint is reachable only inside its own network, and no stack peers them.
+        p.append(Problem("dns.controller.deploy", True,
+                         f"API servers the replicas can reach across clouds: {', '.join(private)} have private "
+                         "endpoints (apiAccess: runner); give them public endpoints restricted to the other "
+                         "clouds' NAT addresses (apiAllowedCidrs), or deploy: false"))
     if ctl.lease_duration_s <= cfg.dns.apply_timeout_s:
         p.append(Problem("dns.controller.leaseDurationS", ctl.lease_duration_s,
                          f"> dns.applyTimeoutS ({cfg.dns.apply_timeout_s:g}): a backend call in flight cannot be "

@@ -178,3 +178,18 @@ def test_secret_refs_cover_every_reference_the_controller_resolves() -> None:
                     "config:pdKey": "failover.notifications[1].routingKeyRef"}  # fmt: skip
     assert {fc.env_var(r) for r in refs} == {"EDGEFABRIC_SECRET_POWERDNSAPIKEY", "EDGEFABRIC_SECRET_PROBECA",
                                              "SLACK_URL", "EDGEFABRIC_SECRET_PDKEY"}  # fmt: skip
+
+
+def test_replicas_need_api_servers_they_can_reach_across_clouds() -> None:
+    # prod's clusters have private endpoints (apiAccess: runner): a replica in aws could never
+    # take the lease in azure's or gcp's cluster, so the quorum could never form.
+    raw = raw_from_stack_file(ROOT / "Pulumi.prod.yaml")
+    raw["dns"] = {**raw["dns"], "controller": {"deploy": True, "leaseDurationS": 90}}
+    with pytest.raises(ConfigError) as err:
+        load_config(raw)
+    assert ("edgefabric:dns.controller.deploy = True: API servers the replicas can reach across clouds: "
+            "aws, azure, gcp have private endpoints") in str(err.value)
+    # Public endpoints restricted to the other clouds' NAT addresses: accepted.
+    for size in raw["core"]["clusters"].values():
+        size["apiAccess"], size["apiAllowedCidrs"] = "public", ["198.18.10.0/28"]
+    assert load_config(raw).dns.controller.deploy is True  # type: ignore[union-attr]
