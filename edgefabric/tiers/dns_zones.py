@@ -88,9 +88,9 @@ def declare_zones(
     tags: Mapping[str, str],
     azure_location: str,
 ) -> DnsZones:
-    """Zones, delegations, the Traffic Manager resource group and aliases (module docstring).
-    A backend whose cloud has no provider in this stack is left as configured (the rules
-    require `adopt: true` there, and the authority's cloud for delegations and aliases)."""
+    """Zones, delegations, the Traffic Manager resource group and aliases (module docstring),
+    each through its cloud's provider in `providers` (GlobalTraffic makes one for a DNS
+    backend's cloud whose core has none)."""
     out = DnsZones(names=published_names(dns, records, tm_targets))
     authority = dns.authority_backend
     if authority is None:

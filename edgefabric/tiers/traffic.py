@@ -5,9 +5,10 @@ load-balancer address, or the ingress the stack names) into a `WeightedFailover`
 dynamic resource, which probes, plans and writes the weighted answers into every
 configured DNS backend (Route53, Azure Traffic Manager, Cloud DNS, PowerDNS).
 
-Where a cloud is enabled and its provider is passed in, the cloud's own checkers are
-declared too, with the same thresholds, so each fails over on its own even when nobody
-runs `pulumi up` or the controller:
+The cloud's own checkers are declared too, with the same thresholds, so each fails over on
+its own even when nobody runs `pulumi up` or the controller; they and the zones
+(`edgefabric.tiers.dns_zones`) go through the core's provider of that cloud, or one of this
+component's own where the core has none (an existing cluster, an ingress):
 - AWS: one `aws.route53.HealthCheck` per cloud endpoint (`ipAddress` for an IP, `fqdn` for a
   DNS name such as an AWS load balancer's hostname); their ids are attached to the
   Route53 weighted sets (only when the route53 backend is configured: a check with no
