@@ -327,10 +327,10 @@ def zone_problems(dns: DnsConfig, named: Sequence[tuple[str, str]]) -> list[Prob
         if not zones.below(name, top):
             p.append(Problem(path, name, f"a name inside the {auth_key} zone {top!r} (the authoritative one, dns.authority)"))
     secondaries = {n: z for n, z in zone_of.items() if n != authority}
-    if secondaries and "powerdns" in (authority, *secondaries):
-        # PowerDNS's name servers are whatever hosts run it: nothing to delegate to or from.
-        p.append(Problem("dns.backends.powerdns", "configured", "powerdns as the only zone backend: the "
-                         "stack does not delegate between PowerDNS and a cloud's zone"))
+    if secondaries and authority == "powerdns":
+        # The stack writes delegations through the clouds' providers, never into PowerDNS.
+        p.append(Problem("dns.authority", dns.authority or "powerdns", "a cloud zone (route53 or gcpDns) when "
+                         "there are other zone backends: the stack writes their delegations into it"))
         return p
     standby: dict[str, str] = {}
     for backend, zone in secondaries.items():

@@ -55,6 +55,12 @@ class Route53Settings(models.Route53Backend):
     secondary_zone: str | None = None
 
 
+class PowerDnsSettings(models.PowerDnsBackend):
+    """`dns.backends.powerdns`, plus its role."""
+
+    secondary_zone: str | None = None
+
+
 class GcpDnsSettings(models.GcpDnsBackend):
     """`dns.backends.gcpDns`, plus its role and the self-link of the compute HealthCheck (a
     program Output)."""
@@ -69,6 +75,7 @@ class BackendSettings(models.DnsBackends):
     route53: Route53Settings | None = None
     azure_tm: AzureTmSettings | None = None
     gcp_dns: GcpDnsSettings | None = None
+    powerdns: PowerDnsSettings | None = None
 
 
 class Secondary:
@@ -175,7 +182,7 @@ def _gcp_dns(s: GcpDnsSettings, _secret: SecretOf) -> DnsBackend:
                          health_check=s.health_check, api_endpoint=_loopback_http("EDGEFABRIC_GCP_DNS_ENDPOINT"))
 
 
-def _powerdns(s: models.PowerDnsBackend, secret: SecretOf) -> DnsBackend:
+def _powerdns(s: PowerDnsSettings, secret: SecretOf) -> DnsBackend:
     return PowerDnsBackend(api_url=s.api_url, api_key=secret(s.api_key_ref, "dns.backends.powerdns.apiKeyRef"),
                            zone=s.zone, server_id=s.server_id)
 

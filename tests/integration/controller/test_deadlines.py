@@ -12,7 +12,7 @@ import boto3
 import pytest
 
 from devenv.endpoints import LocalEndpoints
-from devenv.powerdns import PowerDnsServer
+from devenv.powerdns import PowerDnsServer, ensure_zone
 from edgefabric.traffic.dns.base import RecordSpec
 from edgefabric.traffic.dns.route53 import Route53Backend
 from tests.fakes import azure_tm
@@ -35,16 +35,20 @@ def test_the_others_converge_while_traffic_manager_hangs(
     tmp_path: Path, pdns: PowerDnsServer, endpoints: LocalEndpoints, aws_env: str,
     hung_azure: azure_tm.FakeTrafficManager,
 ) -> None:  # fmt: skip
-    zone = f"dl{time.monotonic_ns()}.{ZONE}"  # a Route53 zone of its own, found by name
+    zone = f"dl{time.monotonic_ns()}.{ZONE}"  # a Route53 zone of its own, found by name: the authority
     boto3.client("route53", endpoint_url=aws_env).create_hosted_zone(Name=zone, CallerReference=zone)
     record = "api." + zone
+    # PowerDNS holds a subzone of it and publishes the standby name (edgefabric.config.zones).
+    standby_zone = "pdns." + zone
+    ensure_zone(pdns.api_url, pdns.api_key, standby_zone)
+    standby = "api." + standby_zone
     backends = {
-        **pdns_backend(pdns, ZONE),
+        **pdns_backend(pdns, standby_zone),
         "route53": {"zoneName": zone, "healthCheckIds": False},
         "azureTm": {"resourceGroup": "rg-edge", "profileName": "api-tm", "relativeDnsName": "api-deadline"},
     }
     write_stack(tmp_path, "deadline", endpoints, record, backends, hold_down_s=60, interval_s=INTERVAL_S,
-                applyTimeoutS=APPLY_TIMEOUT_S)  # fmt: skip
+                applyTimeoutS=APPLY_TIMEOUT_S, authority="route53")  # fmt: skip
     env = {"EDGEFABRIC_SECRET_POWERDNSAPIKEY": pdns.api_key, "ARM_SUBSCRIPTION_ID": AZ_SUB,
            "EDGEFABRIC_AZURE_TOKEN": "fake-token", "EDGEFABRIC_AZURE_BASE_URL": hung_azure.url}  # fmt: skip
     spec = RecordSpec(record, 1, {c: endpoints.address(c) for c in endpoints.clouds()})
@@ -53,7 +57,7 @@ def test_the_others_converge_while_traffic_manager_hangs(
 
     def converged(clouds: set[str]) -> bool:
         published = r53.read(spec) or {}
-        return (set(seen(pdns, record, 10)) == {ip[c] for c in clouds}
+        return (set(seen(pdns, standby, 10)) == {ip[c] for c in clouds}
                 and set(published.get("default", {})) == clouds)  # fmt: skip
 
     started = time.monotonic()

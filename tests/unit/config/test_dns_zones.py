@@ -100,11 +100,15 @@ def test_traffic_manager_needs_a_cloud_zone_to_cname_from() -> None:
                for p in got), got
 
 
-def test_powerdns_is_not_mixed_with_a_cloud_zone() -> None:
-    raw = dev(powerdns={"apiUrl": "http://127.0.0.1:8081", "apiKeyRef": "env:PDNS_KEY",
-                        "zone": "pdns.edgefabric.example.com."})
+def test_powerdns_may_be_a_secondary_but_not_the_authority_of_cloud_zones() -> None:
+    pdns = {"apiUrl": "http://127.0.0.1:8081", "apiKeyRef": "env:PDNS_KEY", "zone": "pdns.edgefabric.example.com."}
+    cfg = load_config(dev(powerdns=pdns))  # its subzone's delegation is the operator's: the policy says so
+    assert cfg.dns is not None and cfg.dns.zones["powerdns"] == "pdns.edgefabric.example.com."
+    raw = dev(authority="powerdns", route53=None, azureTm=None,
+              powerdns={**pdns, "zone": "edgefabric.example.com."},
+              gcpDns={"dnsName": "gcp.dev.edgefabric.example.com."})
     got = problems(raw)
-    assert any(p.startswith("edgefabric:dns.backends.powerdns = 'configured': powerdns as the only zone backend")
+    assert any(p.startswith("edgefabric:dns.authority = 'powerdns': a cloud zone (route53 or gcpDns)")
                for p in got), got
 
 
