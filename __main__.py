@@ -65,7 +65,8 @@ regions = {
                                     transformations=flows.region(region)))
     for region in cfg.regions
 }
-dataflows = flows.deploy({cloud: core.k8s_provider for cloud, core in cores.items()})
+dataflows = flows.deploy({cloud: core.k8s_provider for cloud, core in cores.items()},
+                         {r.name: region_cores.get(r.name, cores[r.cloud]).k8s_provider for r in cfg.regions})
 sites = {
     site.name: EdgeSite(site.name, EdgeSiteArgs(
         site=site, index=i, environment=cfg.environment,

@@ -533,10 +533,6 @@ def region_cluster_problems(cfg: StackConfig) -> list[Problem]:
                 p.append(Problem(f"regions[{i}].location", region.location,
                                  f"a {region.cloud} {key} its cluster can be created in, like clouds.{region.cloud}."
                                  f"{key} ({core!r})"))
-            if cfg.data_flows is not None and cfg.data_flows.enabled:
-                p.append(Problem(path, region.cluster.model_dump(by_alias=True),
-                                 "no cluster of its own while dataFlows is enabled: a region's bridge reaches the "
-                                 "core broker by its in-cluster name, on the core's cluster"))
         if region.location != core and region.cluster is None:
             p.append(Problem(path, None, f"a cluster size (as core.clusters.{region.cloud}): the region is in "
                              f"{region.location!r} and its cloud's core in {core!r}, so it gets a cluster of its own there"))

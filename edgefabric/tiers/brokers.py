@@ -2,9 +2,11 @@
 
 `edgefabric.dataflow` decides what each broker runs (pure); this module puts it where the
 brokers are:
-- a core broker (Deployment + ClusterIP Service, namespace `edgefabric-dataflow`) on every
-  cloud core that hosts a region: regions live on that same cluster and bridge to it by its
-  in-cluster name;
+- a core broker (Deployment + Service, namespace `edgefabric-dataflow`) on every cloud core
+  that hosts a region. Regions on that same cluster bridge to it by its in-cluster name; when
+  a region of that cloud runs on a cluster of its own (`regions[].cluster`, far from the
+  core), the Service is a LoadBalancer (MQTT over TLS, client certificates required) and
+  that region bridges to its address, which the core's server certificate carries;
 - the region's `device-management` Deployment and a Kubernetes edge site's `sensor-ingest`
   Deployment get a ConfigMap (`mqtt-config`: mosquitto.conf, acl) and a Secret (`mqtt-certs`)
   mounted where the eclipse-mosquitto image reads them. Those Deployments are declared by
@@ -192,6 +194,8 @@ class DataFlowsArgs:
     regions: Sequence[Region]
     sites: Sequence[EdgeSite]
     core_providers: Mapping[str, k8s.Provider]  # cloud -> its CloudCore.k8s_provider
+    # region -> the provider of the cluster it runs on: its own (regions[].cluster) or its core's
+    region_providers: Mapping[str, k8s.Provider]
     core_image: str
     hooks: BrokerHooks
 
@@ -243,12 +247,19 @@ class DataFlows(pulumi.ComponentResource):
         regions = {r.name: r for r in args.regions}
         endpoints: dict[str, pulumi.Output[str]] = {}
         # Upstream first: a region's bridge needs its core's name, a site's its region's address.
+        public: dict[str, pulumi.Output[str]] = {}  # core broker key -> its load balancer's host:port
         for broker in topo.of_tier("core"):
-            self._core(broker.key, broker.name, args.core_providers[broker.name])
-            endpoints[broker.key] = pulumi.Output.from_input(self._core_endpoint())
+            far = any(r.cloud == broker.name and _own_cluster(r, args) for r in args.regions)
+            address = self._core(broker.key, broker.name, args.core_providers[broker.name], exposed=far)
+            if address is not None:
+                public[broker.key] = address
+            endpoints[broker.key] = address if address is not None else pulumi.Output.from_input(self._core_endpoint())
         for broker in topo.of_tier("region"):
             region = regions[broker.name]
-            endpoints[broker.key] = self._region(broker.key, region, args.core_providers[region.cloud])
+            assert broker.upstream is not None
+            # A region on its own cluster reaches the core across the network, by its address.
+            upstream = public[broker.upstream] if _own_cluster(region, args) else self._core_endpoint()
+            endpoints[broker.key] = self._region(broker.key, region, args.region_providers[region.name], upstream)
         # Every site's files now: docker and native sites take them at construction.
         self.site_files: dict[str, pulumi.Output[dict[str, str]]] = {}
         self._site_k8s: dict[str, tuple[pulumi.Output[dict[str, str]], pulumi.Output[dict[str, str]]]] = {}
@@ -313,21 +324,28 @@ class DataFlows(pulumi.ComponentResource):
 
     # -- tiers
 
-    def _core(self, key: str, cloud: str, provider: k8s.Provider) -> None:
+    def _core(self, key: str, cloud: str, provider: k8s.Provider, exposed: bool) -> pulumi.Output[str] | None:
+        """The core broker of `cloud`; `exposed`: behind a load balancer, whose `host:port` it
+        returns (regions on clusters of their own bridge to it), else in-cluster only (None)."""
         flows = self._args.topology.flows
         labels = {**k8s_labels(self._args.environment, TIER, cloud), "app.kubernetes.io/name": CORE_NAME}
         ns = k8s.core.v1.Namespace(f"{cloud}-dataflow-ns", metadata=k8s.meta.v1.ObjectMetaArgs(
             name=CORE_NAMESPACE, labels=labels), opts=pulumi.ResourceOptions(parent=self, provider=provider))
-        configs, certs = self._files(key, Placement(port=flows.port), None,
-                                     in_cluster_names(CORE_NAME, CORE_NAMESPACE))
+        selector = {"app.kubernetes.io/name": CORE_NAME}
+        meta = k8s.meta.v1.ObjectMetaArgs(name=CORE_NAME, namespace=CORE_NAMESPACE, labels=labels)
+        in_ns = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[ns])
+        service = k8s.core.v1.Service(f"{cloud}-{CORE_NAME}", metadata=meta, spec=k8s.core.v1.ServiceSpecArgs(
+            type="LoadBalancer" if exposed else None, selector=selector,
+            ports=[k8s.core.v1.ServicePortArgs(name="mqtts", port=flows.port, target_port=flows.port)]), opts=in_ns)
+        names = in_cluster_names(CORE_NAME, CORE_NAMESPACE)
+        address = service.status.apply(_lb_address) if exposed else None
+        hosts = address.apply(lambda a: [*names, *([a] if a else [])]) if address is not None else names
+        configs, certs = self._files(key, Placement(port=flows.port), None, hosts)
         self._k8s_files(f"{cloud}-core", CORE_NAMESPACE, configs, certs, labels, provider, [ns])
         port = Port(name="mqtts", port=flows.port, protocol="mqtt")
         spec_container = container(CORE_NAME, self._args.core_image, [port], "/", cpu="100m", memory="128Mi",
                                    cpu_limit="500m", memory_limit="256Mi")
         spec_container.volume_mounts = _mounts()
-        in_ns = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[ns])
-        selector = {"app.kubernetes.io/name": CORE_NAME}
-        meta = k8s.meta.v1.ObjectMetaArgs(name=CORE_NAME, namespace=CORE_NAMESPACE, labels=labels)
         k8s.apps.v1.Deployment(
             f"{cloud}-{CORE_NAME}", metadata=meta,
             spec=k8s.apps.v1.DeploymentSpecArgs(
@@ -341,14 +359,13 @@ class DataFlows(pulumi.ComponentResource):
                         security_context=k8s.core.v1.PodSecurityContextArgs(
                             run_as_user=MOSQUITTO_UID, run_as_group=MOSQUITTO_UID, fs_group=MOSQUITTO_UID)))),
             opts=in_ns)
-        k8s.core.v1.Service(f"{cloud}-{CORE_NAME}", metadata=meta, spec=k8s.core.v1.ServiceSpecArgs(
-            selector=selector, ports=[k8s.core.v1.ServicePortArgs(name="mqtts", port=flows.port,
-                                                                  target_port=flows.port)]), opts=in_ns)
-        # The regions' brokers bridge in from their own namespaces: the MQTT port is open to them.
-        namespace_policies(f"{cloud}-dataflow", CORE_NAMESPACE, [Listener(CORE_NAME, (port,))], labels=labels,
-                           provider=provider, namespace_resource=ns, parent=self)
+        # The regions' brokers bridge in from their own namespaces (or clusters): the MQTT port is open to them.
+        namespace_policies(f"{cloud}-dataflow", CORE_NAMESPACE, [Listener(CORE_NAME, (port,), exposed=exposed)],
+                           labels=labels, provider=provider, namespace_resource=ns, parent=self)
+        return address.apply(lambda a: f"{a}:{flows.port}") if address is not None else None
 
-    def _region(self, key: str, region: Region, provider: k8s.Provider) -> pulumi.Output[str]:
+    def _region(self, key: str, region: Region, provider: k8s.Provider,
+                upstream: pulumi.Input[str]) -> pulumi.Output[str]:
         flows = self._args.topology.flows
         svc = next(s for s in region.services if s.kind == "device-management")
         namespace = f"region-{region.name}"
@@ -365,7 +382,7 @@ class DataFlows(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=after_ns))
         address = bridge.status.apply(_lb_address)
         hosts = address.apply(lambda a: [*in_cluster_names(svc.name, namespace), *([a] if a else [])])
-        configs, certs = self._files(key, Placement(port=broker_port(svc.ports)), self._core_endpoint(), hosts)
+        configs, certs = self._files(key, Placement(port=broker_port(svc.ports)), upstream, hosts)
         self._k8s_files(region.name, namespace, configs, certs, labels, provider, after_ns)
         return address.apply(lambda a: f"{a}:{flows.port}")
 
@@ -389,6 +406,11 @@ class DataFlows(pulumi.ComponentResource):
         self.site_files[site.name] = pulumi.Output.secret(pulumi.Output.all(configs, certs).apply(
             lambda pair: {**{f"{place.config_dir}/{names.get(k, k)}": v for k, v in pair[0].items()},
                           **{f"{certs_dir}/{k}": v for k, v in pair[1].items()}}))
+
+
+def _own_cluster(region: Region, args: DataFlowsArgs) -> bool:
+    """Whether `region` runs on a cluster of its own rather than on its cloud's core."""
+    return args.region_providers[region.name] is not args.core_providers[region.cloud]
 
 
 def _lb_address(status: Any) -> str:
@@ -430,15 +452,18 @@ class DataFlowPlan:
     def region(self, region: Region) -> list[pulumi.ResourceTransformation]:
         return [self.hooks.region(region)] if self.topology is not None else []
 
-    def deploy(self, core_providers: Mapping[str, k8s.Provider]) -> DataFlows | None:
-        """The DataFlows component: after the regions, before the sites."""
+    def deploy(self, core_providers: Mapping[str, k8s.Provider],
+               region_providers: Mapping[str, k8s.Provider]) -> DataFlows | None:
+        """The DataFlows component: after the regions, before the sites. `region_providers`:
+        each region's cluster (its own, or its cloud's core)."""
         if self.topology is None:
             return None
         flows = self._args.data_flows
         assert flows is not None
         self.component = DataFlows("dataflows", DataFlowsArgs(
             topology=self.topology, environment=self._args.environment, regions=self._args.regions,
-            sites=self._args.sites, core_providers=core_providers, core_image=flows.core_image,
+            sites=self._args.sites, core_providers=core_providers, region_providers=region_providers,
+            core_image=flows.core_image,
             hooks=self.hooks))
         return self.component
 

@@ -89,3 +89,15 @@ def test_every_pdb_lets_drains_evict_unready_pods(stack: str) -> None:
     pdbs = rendered.of_type("kubernetes:policy/v1:PodDisruptionBudget")
     assert pdbs
     assert {p.inputs["spec"].get("unhealthyPodEvictionPolicy") for p in pdbs} == {"AlwaysAllow"}
+
+
+def test_a_far_region_with_data_flows_passes_the_pack() -> None:
+    """staging with eu-west on a cluster of its own in Sweden: the core broker behind a public
+    load balancer (MQTT over TLS on 8883), the far region's cluster sized for its services."""
+    from tests.unit.tiers.test_region_clusters import staging_with_a_far_region
+
+    raw, _ = staging_with_a_far_region()
+    rendered = render(raw, stack="staging")
+    report = evaluate(ALL_POLICIES, policy_resources(rendered), config("staging"))
+    assert report.errors == []
+    assert [f"{v.policy}: {v.message}" for v in report.mandatory()] == []

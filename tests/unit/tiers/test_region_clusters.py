@@ -13,7 +13,7 @@ import pytest
 from edgefabric.config import raw_from_stack_file
 from tests.kits.config import config_problems as problems
 from tests.unit.tiers.conftest import ROOT, rendered_stack
-from tooling.render import Registered, Rendered, provider_name
+from tooling.render import Registered, Rendered, provider_name, render
 
 PROD = raw_from_stack_file(ROOT / "Pulumi.prod.yaml")
 
@@ -105,11 +105,38 @@ def test_no_cluster_of_its_own_on_a_cloud_this_stack_does_not_create() -> None:
                for p in got), got
 
 
-def test_no_cluster_of_its_own_while_data_flows_bridge_regions_in_cluster() -> None:
+def staging_with_a_far_region() -> tuple[dict[str, Any], str]:
+    """staging (data flows on) with eu-west, its one azure region, moved to Sweden on a cluster
+    of its own; the azure core stays in westeurope."""
     raw = copy.deepcopy(raw_from_stack_file(ROOT / "Pulumi.staging.yaml"))
     eu_west = next(i for i, reg in enumerate(raw["regions"]) if reg["name"] == "eu-west")
     raw["regions"][eu_west]["location"] = "swedencentral"
     raw["regions"][eu_west]["cluster"] = PROD["regions"][3]["cluster"]
-    got = problems(raw)
-    assert any(p.startswith(f"edgefabric:regions[{eu_west}].cluster = {{") and "while dataFlows is enabled" in p
-               for p in got), got
+    return raw, "eu-west"
+
+
+def test_a_far_region_bridges_to_its_core_broker_across_the_network() -> None:
+    """Before, a far region's bridge dialled the core broker by its in-cluster name, which no
+    other cluster resolves, so the config refused data flows with far regions. Now the core
+    broker of a cloud with a far region is behind a load balancer (MQTT over TLS, client
+    certificates), the far region bridges to that address and the core's certificate carries it."""
+    raw, region = staging_with_a_far_region()
+    r = render(raw, stack="staging")  # the config is accepted: render raises ConfigError otherwise
+    core_svc = one(r, "kubernetes:core/v1:Service", "azure-mqtt-core")
+    assert core_svc.inputs["spec"]["type"] == "LoadBalancer"
+    assert provider_name(core_svc.provider) == "azure-k8s"
+    address = r.outputs["dataFlows"]["brokers"]["core-azure"]
+    host, port = address.rsplit(":", 1)
+    assert port == "8883" and not host.endswith(".svc.cluster.local")
+    conf = one(r, "kubernetes:core/v1:ConfigMap", f"{region}-mqtt-config")
+    assert provider_name(conf.provider) == f"{region}-k8s"
+    assert f"address {address}\n" in conf.inputs["data"]["mosquitto.conf"]
+    cert = one(r, "pulumi-python:dynamic/pki:Certificate", "core-azure-server")
+    assert host in cert.inputs["hosts"]
+    # The far region's own broker and its bridge Service run on its cluster.
+    assert provider_name(one(r, "kubernetes:core/v1:Service", f"{region}-mqtt-bridge").provider) == f"{region}-k8s"
+    # A cloud with no far region keeps its core broker in-cluster, and its regions dial that name.
+    assert one(r, "kubernetes:core/v1:Service", "aws-mqtt-core").inputs["spec"].get("type") is None
+    assert r.outputs["dataFlows"]["brokers"]["core-aws"] == "mqtt-core.edgefabric-dataflow.svc.cluster.local:8883"
+    us_east = one(r, "kubernetes:core/v1:ConfigMap", "us-east-mqtt-config").inputs["data"]["mosquitto.conf"]
+    assert "address mqtt-core.edgefabric-dataflow.svc.cluster.local:8883\n" in us_east
