@@ -6,6 +6,7 @@ value and what is allowed. `load_config` runs them after the models have parsed.
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
@@ -25,7 +26,7 @@ from edgefabric.config.models import (
     cpu_cores,
     memory_mb,
 )
-from edgefabric.config.vocab import CLOUDS, CLUSTER_AUTOSCALER_RELEASES
+from edgefabric.config.vocab import CLOUDS, CLUSTER_AUTOSCALER_RELEASES, MAX_FAR_REGION_CLUSTERS
 from edgefabric.errors import Problem
 
 
@@ -515,8 +516,15 @@ def region_cluster_problems(cfg: StackConfig) -> list[Problem]:
     core runs there, else on a cluster of its own (`regions[i].cluster`), which only a cloud
     whose clusters this stack creates can have."""
     p: list[Problem] = []
+    own: collections.Counter[str] = collections.Counter()
     for i, region in enumerate(cfg.regions):
         path = f"regions[{i}].cluster"
+        if region.cluster is not None:
+            own[region.cloud] += 1
+            if own[region.cloud] > MAX_FAR_REGION_CLUSTERS:
+                p.append(Problem(path, region.cluster.model_dump(by_alias=True),
+                                 f"at most {MAX_FAR_REGION_CLUSTERS} regions of one cloud on clusters of their own "
+                                 "(each gets private address ranges of its own; the plan holds that many)"))
         if region.cloud not in cfg.clouds.created:
             if region.cluster is not None:
                 p.append(Problem(path, region.cluster.model_dump(by_alias=True),

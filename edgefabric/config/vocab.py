@@ -32,3 +32,7 @@ CLUSTER_AUTOSCALER_RELEASES: dict[str, str] = {
     "1.34": "v1.34.0",
     "1.35": "v1.35.0",
 }
+
+# Regions of one cloud on clusters of their own (`regions[].cluster`): each gets private address
+# ranges of its own beside its core's (edgefabric.tiers.cloud_core.addresses holds ten blocks).
+MAX_FAR_REGION_CLUSTERS = 9

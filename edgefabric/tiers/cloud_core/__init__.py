@@ -57,6 +57,9 @@ class CloudCoreArgs:
     # A region's own cluster (`regions[].cluster`): the region's name. It prefixes the logical
     # names and suffixes the cloud-side ones; None for the cloud's core (names as they were).
     region: str | None = None
+    # The cluster's number among its cloud's clusters in this stack (0: the core; a far region
+    # 1, 2, ...): which private address ranges it gets (`addresses`), distinct per cluster.
+    network_index: int = 0
 
     def __post_init__(self) -> None:
         expected = SETTINGS_TYPE.get(self.cloud)

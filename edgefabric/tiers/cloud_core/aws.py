@@ -22,12 +22,12 @@ import pulumi_kubernetes as k8s
 
 from edgefabric.config import AwsCloud
 from edgefabric.tiers.cloud_core import CloudCoreArgs, Cluster, autoscaler, exec_kubeconfig
+from edgefabric.tiers.cloud_core.addresses import AwsRanges, aws_ranges
 
 NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly")
 CLUSTER_POLICIES = ("AmazonEKSClusterPolicy", "AmazonEKSVPCResourceController")
 # eks-pod-identity-agent: how the autoscaler's pod gets its IAM role (autoscaler.py).
 ADDONS = ("vpc-cni", "kube-proxy", "coredns", "metrics-server", "eks-pod-identity-agent")
-VPC_CIDR = "10.40.0.0/16"
 ZONES = ("a", "b")  # EKS needs subnets in at least two availability zones.
 
 
@@ -39,21 +39,24 @@ class Network:
     node_routes: list[pulumi.Resource]  # what nodes need before they can join (NAT routes)
 
 
-def network(name: str, region: str, tags: dict[str, str], opts: pulumi.ResourceOptions, p: str = "aws") -> Network:
-    """The VPC of cluster `name`; `p` prefixes the logical names (the cloud, or a region)."""
-    vpc = aws.ec2.Vpc(f"{p}-vpc", cidr_block=VPC_CIDR, enable_dns_hostnames=True,
+def network(name: str, region: str, tags: dict[str, str], opts: pulumi.ResourceOptions, p: str = "aws",
+            ranges: AwsRanges | None = None) -> Network:
+    """The VPC of cluster `name`; `p` prefixes the logical names (the cloud, or a region);
+    `ranges` its addresses (default: the core's, `aws_ranges(0)`)."""
+    ranges = ranges or aws_ranges(0)
+    vpc = aws.ec2.Vpc(f"{p}-vpc", cidr_block=ranges.vpc, enable_dns_hostnames=True,
                       enable_dns_support=True, tags={**tags, "Name": name}, opts=opts)
     shared = {f"kubernetes.io/cluster/{name}": "shared"}
     # The private subnets keep the names and ranges they had, so existing stacks update in place.
     private = [
-        aws.ec2.Subnet(f"{p}-subnet-{i}", vpc_id=vpc.id, cidr_block=f"10.40.{i * 16}.0/20",
+        aws.ec2.Subnet(f"{p}-subnet-{i}", vpc_id=vpc.id, cidr_block=ranges.private[i],
                        availability_zone=f"{region}{zone}",
                        tags={**tags, **shared, "Name": f"{name}-private-{zone}",
                              "kubernetes.io/role/internal-elb": "1"}, opts=opts)
         for i, zone in enumerate(ZONES)
     ]
     public = [
-        aws.ec2.Subnet(f"{p}-public-{i}", vpc_id=vpc.id, cidr_block=f"10.40.{128 + i * 16}.0/20",
+        aws.ec2.Subnet(f"{p}-public-{i}", vpc_id=vpc.id, cidr_block=ranges.public[i],
                        availability_zone=f"{region}{zone}", map_public_ip_on_launch=False,
                        tags={**tags, **shared, "Name": f"{name}-public-{zone}", "kubernetes.io/role/elb": "1"},
                        opts=opts)
@@ -90,7 +93,7 @@ def eks(args: CloudCoreArgs, tags: dict[str, str], parent: pulumi.Resource,
     assert isinstance(settings, AwsCloud)  # CloudCoreArgs checks the settings match the cloud
     opts = pulumi.ResourceOptions(parent=parent, provider=provider)
     name, p = args.cluster_name, args.prefix
-    net = network(name, settings.region, tags, opts, p)
+    net = network(name, settings.region, tags, opts, p, aws_ranges(args.network_index, len(ZONES)))
     cluster_role = aws.iam.Role(
         f"{p}-cluster-role", assume_role_policy=_assume("eks.amazonaws.com"), tags=tags, opts=opts)
     cluster_attachments = [

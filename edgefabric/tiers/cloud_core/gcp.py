@@ -21,11 +21,9 @@ import pulumi_gcp as gcp
 
 from edgefabric.config import GcpCloud
 from edgefabric.tiers.cloud_core import CloudCoreArgs, Cluster, exec_kubeconfig
+from edgefabric.tiers.cloud_core.addresses import gcp_ranges
 
-SUBNET_CIDR = "10.50.0.0/20"
-PODS_RANGE = ("pods", "10.52.0.0/14")
-SERVICES_RANGE = ("services", "10.56.0.0/20")
-MASTER_CIDR = "172.16.0.32/28"
+PODS, SERVICES = "pods", "services"  # the subnetwork's secondary range names
 REGION_ZONES = 3  # a regional pool spreads over the region's three zones
 NODE_ROLES = ("roles/logging.logWriter", "roles/monitoring.metricWriter", "roles/monitoring.viewer",
               "roles/stackdriver.resourceMetadata.writer", "roles/artifactregistry.reader")
@@ -38,11 +36,12 @@ def gke(args: CloudCoreArgs, tags: dict[str, str], parent: pulumi.Resource,
     opts = pulumi.ResourceOptions(parent=parent, provider=provider)
     p = args.prefix  # of the logical names: the cloud, or a region with its own cluster
     name = args.cluster_name
+    ranges = gcp_ranges(args.network_index)
     network = gcp.compute.Network(f"{p}-network", name=name, auto_create_subnetworks=False, opts=opts)
     subnet = gcp.compute.Subnetwork(
         f"{p}-subnet", name=f"{name}-nodes", network=network.id, region=settings.region,
-        ip_cidr_range=SUBNET_CIDR, private_ip_google_access=True,
-        secondary_ip_ranges=[{"range_name": r, "ip_cidr_range": c} for r, c in (PODS_RANGE, SERVICES_RANGE)],
+        ip_cidr_range=ranges.nodes, private_ip_google_access=True,
+        secondary_ip_ranges=[{"range_name": r, "ip_cidr_range": c} for r, c in ((PODS, ranges.pods), (SERVICES, ranges.services))],
         opts=opts)
     router = gcp.compute.Router(f"{p}-router", name=name, network=network.id, region=settings.region, opts=opts)
     nat = gcp.compute.RouterNat(
@@ -64,12 +63,12 @@ def gke(args: CloudCoreArgs, tags: dict[str, str], parent: pulumi.Resource,
         min_master_version=size.kubernetes_version, deletion_protection=args.environment == "prod",
         private_cluster_config={"enable_private_nodes": True,
                                 "enable_private_endpoint": not size.api_allowed_cidrs,
-                                "master_ipv4_cidr_block": MASTER_CIDR},
+                                "master_ipv4_cidr_block": ranges.master},
         master_authorized_networks_config={"cidr_blocks": [
             {"cidr_block": c, "display_name": f"allowed-{i}"} for i, c in enumerate(size.api_allowed_cidrs)
         ]},
-        ip_allocation_policy={"cluster_secondary_range_name": PODS_RANGE[0],
-                              "services_secondary_range_name": SERVICES_RANGE[0]},
+        ip_allocation_policy={"cluster_secondary_range_name": PODS,
+                              "services_secondary_range_name": SERVICES},
         workload_identity_config={"workload_pool": f"{settings.project}.svc.id.goog"},
         # The temporary default pool also runs as the dedicated account, not the compute default.
         node_config={"service_account": node_sa.email,

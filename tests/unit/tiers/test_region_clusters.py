@@ -140,3 +140,12 @@ def test_a_far_region_bridges_to_its_core_broker_across_the_network() -> None:
     assert r.outputs["dataFlows"]["brokers"]["core-aws"] == "mqtt-core.edgefabric-dataflow.svc.cluster.local:8883"
     us_east = one(r, "kubernetes:core/v1:ConfigMap", "us-east-mqtt-config").inputs["data"]["mosquitto.conf"]
     assert "address mqtt-core.edgefabric-dataflow.svc.cluster.local:8883\n" in us_east
+
+
+def test_more_far_regions_of_one_cloud_than_the_address_plan_holds_are_refused() -> None:
+    raw = copy.deepcopy(PROD)
+    far = next(r for r in raw["regions"] if r["name"] == "us-west")
+    for k in range(10):  # us-west and ten copies: eleven aws far regions
+        raw["regions"].append({**copy.deepcopy(far), "name": f"us-west-{k}"})
+    got = [p for p in problems(raw) if "at most 9 regions of one cloud" in p]
+    assert len(got) == 2 and got[0].startswith(f"edgefabric:regions[{len(PROD['regions']) + 8}].cluster = {{"), got
