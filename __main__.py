@@ -43,17 +43,19 @@ cores = {
         settings=cfg.clouds.get(cloud), environment=cfg.environment, tags=cfg.tags))
     for cloud in cfg.clouds.provisioned
 }
-# A region not where its cloud's core runs gets a cluster of its own there
-# (`regions[].cluster`): the same builders, in the region's location, with no core services,
-# and address ranges of its own (its number among its cloud's far regions, after the core's 0).
-far = [region for region in cfg.regions if region.cluster is not None]
+# A region not where its cloud's core runs gets a cluster of its own there: created
+# (`regions[].cluster`: the same builders, in the region's location, with no core services, and
+# address ranges of its own, its number among its cloud's far regions after the core's 0), or
+# one the team runs there (`regions[].kubeconfigRef`).
+created = [region for region in cfg.regions if region.cluster is not None]
 region_cores = {
     region.name: CloudCore(region.name, CloudCoreArgs(
         cloud=region.cloud, size=region.cluster, services=[],
-        settings=in_location(cfg.clouds.get(region.cloud), region.location),
+        settings=in_location(cfg.clouds.get(region.cloud), region.location, region.kubeconfig_ref),
         environment=cfg.environment, tags=cfg.tags, region=region.name,
-        network_index=1 + [r.name for r in far if r.cloud == region.cloud].index(region.name)))
-    for region in far
+        network_index=1 + [r.name for r in created if r.cloud == region.cloud].index(region.name)
+        if region.cluster is not None else 0))
+    for region in cfg.regions if region.cluster is not None or region.kubeconfig_ref is not None
 }
 # `dataFlows`: MQTT bridges edge -> region -> core. The brokers are the regions' and sites'
 # own services; the plan's transformations mount the configs it renders into them.

@@ -67,7 +67,7 @@ from devenv import anvil, endpoints, powerdns
 from devenv import kubernetes as k8s
 from devenv.loadbalancer import DEFAULT_POOLS, DNS_API_KEY_ENV, hostname_zone
 from devenv.processes import alive, terminate
-from edgefabric.config.models import Clouds, EdgeConfig
+from edgefabric.config.models import Clouds, EdgeConfig, Region
 from edgefabric.config.vocab import CLOUDS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -244,7 +244,8 @@ def _cluster_name(ref: str, where: str) -> str:
 
 def cluster_plans(cfg: dict[str, Any]) -> list[ClusterPlan]:
     """The clusters a stack file's config asks for: one per enabled cloud that brings a
-    `cluster`, and one per kubeconfig its `kubernetes` edge sites name, with one node per site."""
+    `cluster`, and one per kubeconfig its `kubernetes` edge sites and far regions name, with
+    one node per site and two per region."""
     clouds: Clouds = _typed(Clouds, cfg.get("edgefabric:clouds"), "edgefabric:clouds")
     edge: EdgeConfig = _typed(EdgeConfig, cfg.get("edgefabric:edge"), "edgefabric:edge")
     by_ref: dict[str, ClusterPlan] = {}
@@ -277,6 +278,28 @@ def cluster_plans(cfg: dict[str, Any]) -> list[ClusterPlan]:
             "taints": [[edge.toleration_key, site.name, "NoSchedule"]],
         })  # fmt: skip
         plan.sites.append(site.name)
+    # A far region that brings its cluster (`regions[].kubeconfigRef`): two untainted nodes of its
+    # cloud's machine in its location, on the cluster that reference names (a new one, or one
+    # the sites share; their nodes are tainted, so the region's pods land on its own).
+    regions = pydantic.TypeAdapter(list[Region])
+    try:
+        far = [r for r in regions.validate_python(cfg.get("edgefabric:regions") or []) if r.kubeconfig_ref]
+    except pydantic.ValidationError as exc:
+        raise LocalEnvError(f"edgefabric:regions in the stack file: {exc}") from None
+    for far_region in far:
+        assert far_region.kubeconfig_ref is not None
+        ref = far_region.kubeconfig_ref
+        plan = by_ref.get(ref)
+        if plan is None:
+            plan = by_ref[ref] = ClusterPlan(_cluster_name(ref, f"edgefabric:regions[{far_region.name}].kubeconfigRef"),
+                                             "generic", "", ref, [])
+        for z in ("a", "b"):
+            plan.nodes.append({
+                "name": f"{far_region.name}-node-{z}", "cpu": "4", "memory": "16Gi", "ephemeral_storage": "100Gi",
+                "pods": 110, "taints": [],
+                "labels": {"node.kubernetes.io/instance-type": CLOUD_MACHINES[far_region.cloud],
+                           "topology.kubernetes.io/region": far_region.location,
+                           "topology.kubernetes.io/zone": f"{far_region.location}{z}"}})  # fmt: skip
     names = [p.name for p in by_ref.values()]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

@@ -304,6 +304,9 @@ class Region(_Model):
     # (`clouds.<cloud>.region`/`location`): sized like `core.clusters.<cloud>`. A region in
     # its core's location runs on the core cluster, in a namespace of its own.
     cluster: ClusterSize | None = None
+    # Or a cluster the team already runs there (a secret reference to its kubeconfig, as
+    # `clouds.<cloud>.cluster.kubeconfigRef`): the region deploys onto it and nothing is created.
+    kubeconfig_ref: SecretRef | None = None
 
     @field_validator("device_source_ranges")
     @classmethod

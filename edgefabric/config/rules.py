@@ -513,25 +513,33 @@ def _repository(image: str) -> str:
 
 def region_cluster_problems(cfg: StackConfig) -> list[Problem]:
     """A region runs where it says (`regions[i].location`): on its cloud's core cluster when the
-    core runs there, else on a cluster of its own (`regions[i].cluster`), which only a cloud
-    whose clusters this stack creates can have."""
+    core runs there, else on a cluster of its own: one this stack creates (`regions[i].cluster`,
+    only on a cloud whose clusters it creates) or one the team brings (`regions[i].kubeconfigRef`)."""
     p: list[Problem] = []
     own: collections.Counter[str] = collections.Counter()
     for i, region in enumerate(cfg.regions):
         path = f"regions[{i}].cluster"
+        core = cfg.core_location(region.cloud)
         if region.cluster is not None:
             own[region.cloud] += 1
             if own[region.cloud] > MAX_FAR_REGION_CLUSTERS:
                 p.append(Problem(path, region.cluster.model_dump(by_alias=True),
                                  f"at most {MAX_FAR_REGION_CLUSTERS} regions of one cloud on clusters of their own "
                                  "(each gets private address ranges of its own; the plan holds that many)"))
+            if region.kubeconfig_ref is not None:
+                p.append(Problem(path, region.cluster.model_dump(by_alias=True),
+                                 f"no cluster size: regions[{i}].kubeconfigRef brings the region's cluster; "
+                                 "one or the other"))
+        if region.kubeconfig_ref is not None and region.location == core:
+            p.append(Problem(f"regions[{i}].kubeconfigRef", region.kubeconfig_ref,
+                             f"none: the region is in {core!r}, where its cloud's core cluster runs it"))
         if region.cloud not in cfg.clouds.created:
             if region.cluster is not None:
                 p.append(Problem(path, region.cluster.model_dump(by_alias=True),
                                  f"no cluster: clouds.{region.cloud} brings its cluster or an ingress, so this "
-                                 "stack creates no cluster there; the region runs on the cloud's cluster"))
+                                 "stack creates no cluster there; the region runs on the cloud's cluster, or on "
+                                 f"one it brings (regions[{i}].kubeconfigRef)"))
             continue
-        core = cfg.core_location(region.cloud)
         if region.cluster is not None:
             settings = cfg.clouds.get(region.cloud)
             key = "location" if region.cloud == "azure" else "region"
@@ -541,9 +549,10 @@ def region_cluster_problems(cfg: StackConfig) -> list[Problem]:
                 p.append(Problem(f"regions[{i}].location", region.location,
                                  f"a {region.cloud} {key} its cluster can be created in, like clouds.{region.cloud}."
                                  f"{key} ({core!r})"))
-        if region.location != core and region.cluster is None:
-            p.append(Problem(path, None, f"a cluster size (as core.clusters.{region.cloud}): the region is in "
-                             f"{region.location!r} and its cloud's core in {core!r}, so it gets a cluster of its own there"))
+        if region.location != core and region.cluster is None and region.kubeconfig_ref is None:
+            p.append(Problem(path, None, f"a cluster size (as core.clusters.{region.cloud}), or regions[{i}]."
+                             f"kubeconfigRef for one you run: the region is in {region.location!r} and its cloud's "
+                             f"core in {core!r}, so it gets a cluster of its own there"))
         elif region.location == core and region.cluster is not None:
             p.append(Problem(path, region.cluster.model_dump(by_alias=True),
                              f"no cluster: the region is in {core!r}, where its cloud's core cluster runs it"))

@@ -95,11 +95,14 @@ class CloudCoreArgs:
         return self.region or self.cloud
 
 
-def in_location(settings: CloudSettings, location: str) -> CloudSettings:
+def in_location(settings: CloudSettings, location: str, kubeconfig_ref: str | None = None) -> CloudSettings:
     """The cloud's settings moved to `location` (a region's own cluster): the AWS or GCP
-    region, or the Azure location; credentials, project and roles stay as they are."""
+    region, or the Azure location; credentials, project and roles stay as they are. With
+    `kubeconfig_ref` (`regions[].kubeconfigRef`) the cluster is that existing one, else none:
+    the region's cluster is created."""
     key = "location" if isinstance(settings, AzureCloud) else "region"
-    return settings.model_copy(update={key: location})
+    cluster = ExistingCluster(kubeconfig_ref=kubeconfig_ref) if kubeconfig_ref else None
+    return settings.model_copy(update={key: location, "cluster": cluster})
 
 
 class Cluster(NamedTuple):
@@ -138,7 +141,8 @@ class CloudCore(pulumi.ComponentResource):
             cluster = _build_cluster(args, tags, self, self.provider)
         else:
             self.provider = None
-            cluster = _existing_cluster(args.cloud, args.existing)
+            key = f"regions[{args.region}].kubeconfigRef" if args.region else f"clouds.{args.cloud}.cluster.kubeconfigRef"
+            cluster = _existing_cluster(args.existing, key)
         self.cluster_name = cluster.name
         self.kubeconfig = pulumi.Output.secret(cluster.kubeconfig)
         self.k8s_provider = k8s.Provider(
@@ -212,13 +216,12 @@ def _build_cluster(args: CloudCoreArgs, tags: dict[str, str], parent: pulumi.Res
     return build(args, tags, parent, provider)
 
 
-def _existing_cluster(cloud: Cloud, existing: ExistingCluster) -> Cluster:
-    """A cluster the cloud brings: its kubeconfig comes from the secret reference (a secret
-    Output, never plain in state or logs); its name is the reference, which says where the
-    kubeconfig is read from and is no secret."""
+def _existing_cluster(existing: ExistingCluster, key: str) -> Cluster:
+    """A cluster the cloud (or a far region) brings: its kubeconfig comes from the secret
+    reference at config key `key` (a secret Output, never plain in state or logs); its name is
+    the reference, which says where the kubeconfig is read from and is no secret."""
     ref = existing.kubeconfig_ref
-    return Cluster(name=pulumi.Output.from_input(ref),
-                   kubeconfig=secret_output(ref, f"clouds.{cloud}.cluster.kubeconfigRef"))
+    return Cluster(name=pulumi.Output.from_input(ref), kubeconfig=secret_output(ref, key))
 
 
 def _lb_address(status: object) -> str:

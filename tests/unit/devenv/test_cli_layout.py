@@ -35,7 +35,7 @@ def test_each_edge_site_gets_a_node_of_its_declared_size_labelled_and_tainted_fo
     edge = {p.name: p for p in layout_from_stack_file(LOCAL).cluster_plans}["edge"]
     sites = yaml.safe_load(LOCAL.read_text())["config"]["edgefabric:edge"]["sites"]
     assert edge.sites == [s["name"] for s in sites]
-    for site, node in zip(sites, edge.spec(layout_from_stack_file(LOCAL)).nodes, strict=True):
+    for site, node in zip(sites, edge.spec(layout_from_stack_file(LOCAL)).nodes[:len(sites)], strict=True):
         caps = site["capabilities"]
         assert (node.cpu, node.memory, node.ephemeral_storage) == (
             f"{caps['cpu']:g}", f"{caps['memoryMb']}Mi", f"{caps['storageMb']}Mi")
@@ -43,11 +43,23 @@ def test_each_edge_site_gets_a_node_of_its_declared_size_labelled_and_tainted_fo
         assert [(t.key, t.value, t.effect) for t in node.taints] == [("edgefabric.io/edge", site["name"], "NoSchedule")]
 
 
+def test_a_far_region_that_brings_its_cluster_gets_untainted_nodes_of_its_cloud_there() -> None:
+    """us-west (aws, us-west-2) names the edge cluster's kubeconfig: two nodes of an aws machine
+    in its location, untainted (the sites' nodes are tainted, so its pods land on these)."""
+    edge = {p.name: p for p in layout_from_stack_file(LOCAL).cluster_plans}["edge"]
+    nodes = [n for n in edge.spec(layout_from_stack_file(LOCAL)).nodes if n.name.startswith("us-west-")]
+    assert [n.name for n in nodes] == ["us-west-node-a", "us-west-node-b"]
+    for node in nodes:
+        assert node.taints == () and node.labels["node.kubernetes.io/instance-type"] == "m5.xlarge"
+        assert node.labels["topology.kubernetes.io/region"] == "us-west-2"
+
+
 def test_a_stack_of_stand_in_ingresses_asks_for_no_cluster(tmp_path: Path) -> None:
     doc = yaml.safe_load(LOCAL.read_text())
     doc["config"]["edgefabric:clouds"] = {c: {"enabled": True, "ingress": {"address": f"127.0.1.{i + 1}"}}
                                           for i, c in enumerate(("aws", "azure", "gcp"))}
     doc["config"].pop("edgefabric:edge")
+    doc["config"]["edgefabric:regions"] = [r for r in doc["config"]["edgefabric:regions"] if "kubeconfigRef" not in r]
     path = tmp_path / "Pulumi.old.yaml"
     path.write_text(yaml.safe_dump(doc))
     layout = layout_from_stack_file(path)

@@ -79,7 +79,7 @@ def test_the_local_stack_deploys_every_tier_onto_clusters_it_brings() -> None:
     assert not [t for t in types if t.split(":")[0] in ("aws", "azure-native", "gcp")
                 or t in ("pulumi:providers:aws", "pulumi:providers:azure-native", "pulumi:providers:gcp")]
     providers = {r.name: r for r in rendered.of_type("pulumi:providers:kubernetes")}
-    assert set(providers) == {"aws-k8s", "azure-k8s", "gcp-k8s", "factory-berlin-k8s", "store-austin-k8s"}
+    assert set(providers) == {"aws-k8s", "azure-k8s", "gcp-k8s", "us-west-k8s", "factory-berlin-k8s", "store-austin-k8s"}
     assert all("kubeconfig" in p.secret_inputs for p in providers.values())
     assert {"edgefabric:core:CloudCore", "edgefabric:edge:RegionalEdge", "edgefabric:edge:EdgeSite",
             "edgefabric:registry:BlockchainRegistry", "edgefabric:traffic:GlobalTraffic"} <= types

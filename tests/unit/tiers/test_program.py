@@ -28,9 +28,11 @@ def expected_counts(cfg: StackConfig) -> Counter[str]:
     native_sites = [s for s in cfg.edge.sites if s.capabilities.runtime == "native"]
     core, regional = cfg.core.services, [s for r in cfg.regions for s in r.services]
     edge_k8s = [s for site in k8s_sites for s in site.services]
-    # A region not where its cloud's core runs has its own cluster (`regions[].cluster`).
+    # A region not where its cloud's core runs has its own cluster: created (`regions[].cluster`)
+    # or brought (`regions[].kubeconfigRef`); either way a CloudCore and a provider of its own.
     own = [r for r in cfg.regions if r.cluster is not None]
-    want["edgefabric:core:CloudCore"] = len(clouds) + len(own)
+    brought = [r for r in cfg.regions if r.kubeconfig_ref is not None]
+    want["edgefabric:core:CloudCore"] = len(clouds) + len(own) + len(brought)
     want["edgefabric:edge:RegionalEdge"] = len(cfg.regions)
     want["edgefabric:edge:EdgeSite"] = len(cfg.edge.sites)
     # Managed clusters only where the stack creates them (not for `clouds.<cloud>.cluster`).
@@ -48,7 +50,7 @@ def expected_counts(cfg: StackConfig) -> Counter[str]:
     want["kubernetes:policy/v1:PodDisruptionBudget"] = (
         sum(1 for s in core if s.replicas > 1 or s.autoscale) * len(clouds)
         + sum(1 for s in regional if s.replicas > 1))
-    want["pulumi:providers:kubernetes"] = len(clouds) + len(own) + len(k8s_sites)
+    want["pulumi:providers:kubernetes"] = len(clouds) + len(own) + len(brought) + len(k8s_sites)
     want["docker:index/container:Container"] = sum(len(s.services) for s in docker_sites)
     want["pulumi:providers:docker"] = len(docker_sites)
     want["command:remote:Command"] = sum(len(s.services) for s in native_sites)
@@ -163,7 +165,7 @@ def test_kubeconfig_outputs_are_secret(stack: tuple[StackConfig, Rendered]) -> N
         assert resolve(core.kubeconfig).secret, f"{rendered.stack}: {cloud} kubeconfig is not secret"
     k8s_providers = rendered.of_type("pulumi:providers:kubernetes")
     assert all("kubeconfig" in p.secret_inputs for p in k8s_providers), "a kubeconfig went in plain"
-    assert len(k8s_providers) == len(cfg.clouds.provisioned) + sum(1 for r in cfg.regions if r.cluster) + sum(
+    assert len(k8s_providers) == len(cfg.clouds.provisioned) + sum(1 for r in cfg.regions if r.cluster or r.kubeconfig_ref) + sum(
         1 for s in cfg.edge.sites if s.capabilities.runtime == "kubernetes")
 
 

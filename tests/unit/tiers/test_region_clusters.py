@@ -82,8 +82,9 @@ def prod(index: int, **changes: Any) -> dict[str, Any]:
 
 def test_a_far_region_without_a_cluster_is_refused() -> None:
     (line,) = problems(prod(1, cluster=None))  # us-west
-    assert line.startswith("edgefabric:regions[1].cluster = None: a cluster size (as core.clusters.aws): the region "
-                           "is in 'us-west-2' and its cloud's core in 'us-east-1'"), line
+    assert line.startswith("edgefabric:regions[1].cluster = None: a cluster size (as core.clusters.aws), or "
+                           "regions[1].kubeconfigRef for one you run: the region is in 'us-west-2' and its "
+                           "cloud's core in 'us-east-1'"), line
 
 
 def test_a_cluster_for_a_region_where_the_core_runs_is_refused() -> None:
@@ -149,3 +150,36 @@ def test_more_far_regions_of_one_cloud_than_the_address_plan_holds_are_refused()
         raw["regions"].append({**copy.deepcopy(far), "name": f"us-west-{k}"})
     got = [p for p in problems(raw) if "at most 9 regions of one cloud" in p]
     assert len(got) == 2 and got[0].startswith(f"edgefabric:regions[{len(PROD['regions']) + 8}].cluster = {{"), got
+
+
+def test_a_far_region_may_bring_its_cluster_and_then_nothing_is_created_for_it() -> None:
+    """`regions[].kubeconfigRef`, as `clouds.<cloud>.cluster.kubeconfigRef`: the region deploys
+    onto that cluster through a provider of its own; no VPC, cluster or cloud provider is made."""
+    raw = prod(1, cluster=None, kubeconfigRef="env:KUBECONFIG_US_WEST")  # us-west
+    r = render(raw, stack="prod")
+    assert not [x for x in r.resources if x.name.startswith("us-west-") and x.type.startswith(("aws:", "pulumi:providers:aws"))]
+    provider = one(r, "pulumi:providers:kubernetes", "us-west-k8s")
+    assert "kubeconfig" in provider.secret_inputs
+    assert "us-west-regional-gateway" in on(r, "us-west-k8s")
+    assert r.outputs["clusters"]["us-west"] == "env:KUBECONFIG_US_WEST"
+
+
+def test_a_region_brings_a_cluster_or_is_sized_not_both() -> None:
+    got = problems(prod(1, kubeconfigRef="env:KUBECONFIG_US_WEST"))
+    assert any(p.startswith("edgefabric:regions[1].cluster = {") and "one or the other" in p for p in got), got
+
+
+def test_a_region_where_its_core_runs_brings_no_cluster() -> None:
+    got = problems(prod(0, kubeconfigRef="env:KUBECONFIG_US_EAST"))
+    assert any(p.startswith("edgefabric:regions[0].kubeconfigRef = 'env:KUBECONFIG_US_EAST': none: the region is in "
+                            "'us-east-1'") for p in got), got
+
+
+def test_the_local_stacks_far_region_runs_on_another_local_cluster() -> None:
+    """The local stack models a far region: us-west (aws, us-west-2) on the `edge` control
+    plane, not on the aws one; the aws core broker is then behind a load balancer for its bridge."""
+    r = rendered_stack("local")
+    assert "us-west-regional-gateway" in on(r, "us-west-k8s")
+    assert not {n for n in on(r, "aws-k8s") if n.startswith("us-west-")}
+    assert one(r, "kubernetes:core/v1:Service", "aws-mqtt-core").inputs["spec"]["type"] == "LoadBalancer"
+    assert r.outputs["clusters"]["us-west"] == "env:EDGEFABRIC_KUBECONFIG_EDGE"
