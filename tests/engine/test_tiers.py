@@ -50,7 +50,10 @@ KINDS = (
     "kubernetes:networking.k8s.io/v1:NetworkPolicy",
 )
 AS_RENDERED = ("HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy")
-POOLS = {"azure": ipaddress.ip_network("127.0.2.0/24"), "gcp": ipaddress.ip_network("127.0.3.0/24")}
+# Where each local cluster's LoadBalancer controller hands out IPs (aws: hostnames instead); the
+# edge cluster's answer the far region us-west's load balancers.
+POOLS = {"azure": ipaddress.ip_network("127.0.2.0/24"), "gcp": ipaddress.ip_network("127.0.3.0/24"),
+         "edge": ipaddress.ip_network("127.0.4.0/24")}
 
 # (cluster, type token, namespace, name)
 Key = tuple[str, str, str, str]
@@ -87,8 +90,12 @@ class Deployed:
 
     def rendered(self) -> dict[Key, dict[str, Any]]:
         """Every Kubernetes object the program renders under mocks for this stack file, by the
-        cluster its provider points at: `<cloud>-k8s` the cloud's, `<site>-k8s` the site's."""
+        cluster its provider points at: `<cloud>-k8s` the cloud's, `<site>-k8s` the site's,
+        `<region>-k8s` (a far region's) the one its `kubeconfigRef` names."""
         site_cluster = {site: plan.name for plan in self.plans.values() for site in plan.sites}
+        by_ref = {plan.kubeconfig_ref: plan.name for plan in self.plans.values()}
+        regions = yaml.safe_load((self.engine.project / "Pulumi.local.yaml").read_text())["config"]["edgefabric:regions"]
+        site_cluster |= {r["name"]: by_ref[r["kubeconfigRef"]] for r in regions if "kubeconfigRef" in r}
         out: dict[Key, dict[str, Any]] = {}
         for res in render_stack_file(self.engine.project / "Pulumi.local.yaml").resources:
             if not res.type.startswith("kubernetes:"):
@@ -141,8 +148,11 @@ def test_local_env_runs_a_cluster_per_cloud_and_one_for_the_edge(deployed: Deplo
         assert c["kubeconfig_ref"] == f"env:EDGEFABRIC_KUBECONFIG_{name.upper()}"
     # One node per edge site, of the site's declared size, labelled and tainted for it.
     sites = yaml.safe_load((deployed.engine.project / "Pulumi.local.yaml").read_text())["config"]["edgefabric:edge"]["sites"]
-    nodes = {n["site"]: n for n in clusters["edge"]["nodes"]}
+    nodes = {n["site"]: n for n in clusters["edge"]["nodes"] if n.get("site")}
     assert set(nodes) == {s["name"] for s in sites}
+    # The far region's two nodes there (it brings the edge cluster as its own), untainted.
+    far = [n for n in clusters["edge"]["nodes"] if n["name"].startswith("us-west-")]
+    assert [n["name"] for n in far] == ["us-west-node-a", "us-west-node-b"] and not any(n["taints"] for n in far), far
     for site in sites:
         node, caps = nodes[site["name"]], site["capabilities"]
         assert cpu_cores(node["capacity"]["cpu"]) == caps["cpu"]
@@ -252,6 +262,28 @@ def test_edge_services_run_on_their_sites_nodes(deployed: Deployed) -> None:
                 used["memory"] += memory_mb(req["memory"])
         allocatable = nodes[pods[0]["spec"]["nodeName"]]["status"]["allocatable"]
         assert used["cpu"] <= cpu_cores(allocatable["cpu"]) and used["memory"] <= memory_mb(allocatable["memory"])
+
+
+def test_the_far_region_runs_on_its_own_cluster_and_bridges_to_its_core(deployed: Deployed) -> None:
+    """us-west (aws, us-west-2) is away from the aws core (us-east-1): its pods run on the cluster
+    it brings (the edge control plane), on its own nodes, none on the aws cluster; its broker
+    bridges to the aws core broker's load-balancer hostname, which resolves."""
+    edge, aws = deployed.apis["edge"], deployed.apis["aws"]
+
+    def placed() -> list[dict[str, Any]]:
+        pods = edge.get("/api/v1/namespaces/region-us-west/pods")["items"]
+        ok = pods and all(p["spec"].get("nodeName") and p["status"].get("phase") == "Running" for p in pods)
+        return pods if ok else []
+
+    pods = wait_for(placed, timeout=120, interval=1, what="every us-west pod scheduled and running")
+    assert {p["spec"]["nodeName"] for p in pods} <= {"us-west-node-a", "us-west-node-b"}, pods
+    assert aws.request("GET", "/api/v1/namespaces/region-us-west", ok=(404,))[0] == 404
+    core = aws.get("/api/v1/namespaces/edgefabric-dataflow/services/mqtt-core")
+    hostname = core["status"]["loadBalancer"]["ingress"][0]["hostname"]
+    resolver = f"127.0.0.1:{deployed.run.ports.pdns_dns}"
+    assert resolve_a(hostname, resolver) == (deployed.env.layout.endpoint_ips["aws"],)
+    conf = edge.get("/api/v1/namespaces/region-us-west/configmaps/mqtt-config")["data"]["mosquitto.conf"]
+    assert f"address {hostname}:" in conf, conf
 
 
 def test_a_second_preview_has_no_changes(deployed: Deployed) -> None:
