@@ -195,7 +195,8 @@ class LocalStack:
     def rendered(self) -> list[Obj]:
         """Every Kubernetes object the program renders (under mocks) for this stack, by cluster:
         what `up` creates; namespaces first (what the objects in them need)."""
-        site_cluster = {site: plan.name for plan in self.plans.values() for site in plan.sites}
+        # A site's or a far region's provider (`<name>-k8s`) points at the cluster its plan names.
+        site_cluster = {x: plan.name for plan in self.plans.values() for x in (*plan.sites, *plan.regions)}
         out: list[Obj] = []
         for res in render_stack_file(self.project / "Pulumi.local.yaml").resources:
             if not res.type.startswith("kubernetes:"):

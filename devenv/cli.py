@@ -112,6 +112,7 @@ class ClusterPlan:
     kubeconfig_ref: str  # the reference the stack file names: env:NAME or config:KEY
     nodes: list[dict[str, Any]]  # NodeSpec fields; taints as [key, value, effect]
     sites: list[str] = field(default_factory=list)  # edge sites whose pods are pinned to their node
+    regions: list[str] = field(default_factory=list)  # far regions that bring this cluster as theirs
     ports: dict[str, int] = field(default_factory=dict)  # ClusterPorts fields
 
     def spec(self, layout: Layout) -> k8s.ClusterSpec:
@@ -293,6 +294,7 @@ def cluster_plans(cfg: dict[str, Any]) -> list[ClusterPlan]:
         if plan is None:
             plan = by_ref[ref] = ClusterPlan(_cluster_name(ref, f"edgefabric:regions[{far_region.name}].kubeconfigRef"),
                                              "generic", "", ref, [])
+        plan.regions.append(far_region.name)
         for z in ("a", "b"):
             plan.nodes.append({
                 "name": f"{far_region.name}-node-{z}", "cpu": "4", "memory": "16Gi", "ephemeral_storage": "100Gi",

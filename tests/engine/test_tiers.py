@@ -92,10 +92,7 @@ class Deployed:
         """Every Kubernetes object the program renders under mocks for this stack file, by the
         cluster its provider points at: `<cloud>-k8s` the cloud's, `<site>-k8s` the site's,
         `<region>-k8s` (a far region's) the one its `kubeconfigRef` names."""
-        site_cluster = {site: plan.name for plan in self.plans.values() for site in plan.sites}
-        by_ref = {plan.kubeconfig_ref: plan.name for plan in self.plans.values()}
-        regions = yaml.safe_load((self.engine.project / "Pulumi.local.yaml").read_text())["config"]["edgefabric:regions"]
-        site_cluster |= {r["name"]: by_ref[r["kubeconfigRef"]] for r in regions if "kubeconfigRef" in r}
+        site_cluster = {x: plan.name for plan in self.plans.values() for x in (*plan.sites, *plan.regions)}
         out: dict[Key, dict[str, Any]] = {}
         for res in render_stack_file(self.engine.project / "Pulumi.local.yaml").resources:
             if not res.type.startswith("kubernetes:"):

@@ -48,7 +48,7 @@ def test_a_far_region_that_brings_its_cluster_gets_untainted_nodes_of_its_cloud_
     in its location, untainted (the sites' nodes are tainted, so its pods land on these)."""
     edge = {p.name: p for p in layout_from_stack_file(LOCAL).cluster_plans}["edge"]
     nodes = [n for n in edge.spec(layout_from_stack_file(LOCAL)).nodes if n.name.startswith("us-west-")]
-    assert [n.name for n in nodes] == ["us-west-node-a", "us-west-node-b"]
+    assert [n.name for n in nodes] == ["us-west-node-a", "us-west-node-b"] and edge.regions == ["us-west"]
     for node in nodes:
         assert node.taints == () and node.labels["node.kubernetes.io/instance-type"] == "m5.xlarge"
         assert node.labels["topology.kubernetes.io/region"] == "us-west-2"
