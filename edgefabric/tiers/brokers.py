@@ -4,8 +4,8 @@
 brokers are:
 - a core broker (Deployment + Service, namespace `edgefabric-dataflow`) on every cloud core
   that hosts a region. Regions on that same cluster bridge to it by its in-cluster name; when
-  a region of that cloud runs on a cluster of its own (`regions[].cluster`, far from the
-  core), the Service is a LoadBalancer (MQTT over TLS, client certificates required) and
+  a region of that cloud runs on a cluster of its own (`regions[].cluster` or
+  `regions[].kubeconfigRef`, far from the core), the Service is a LoadBalancer (MQTT over TLS, client certificates required) and
   that region bridges to its address, which the core's server certificate carries;
 - the region's `device-management` Deployment and a Kubernetes edge site's `sensor-ingest`
   Deployment get a ConfigMap (`mqtt-config`: mosquitto.conf, acl) and a Secret (`mqtt-certs`)
@@ -194,7 +194,8 @@ class DataFlowsArgs:
     regions: Sequence[Region]
     sites: Sequence[EdgeSite]
     core_providers: Mapping[str, k8s.Provider]  # cloud -> its CloudCore.k8s_provider
-    # region -> the provider of the cluster it runs on: its own (regions[].cluster) or its core's
+    # region -> the provider of the cluster it runs on: its own (regions[].cluster or
+    # regions[].kubeconfigRef) or its core's
     region_providers: Mapping[str, k8s.Provider]
     core_image: str
     hooks: BrokerHooks
