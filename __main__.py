@@ -47,14 +47,14 @@ cores = {
 # (`regions[].cluster`: the same builders, in the region's location, with no core services, and
 # address ranges of its own, its number among its cloud's far regions after the core's 0), or
 # one the team runs there (`regions[].kubeconfigRef`).
-created = [region for region in cfg.regions if region.cluster is not None]
+number = {r.name: 1 + k for cloud in CLOUDS
+          for k, r in enumerate(r for r in cfg.regions if r.cloud == cloud and r.cluster is not None)}
 region_cores = {
     region.name: CloudCore(region.name, CloudCoreArgs(
         cloud=region.cloud, size=region.cluster, services=[],
         settings=in_location(cfg.clouds.get(region.cloud), region.location, region.kubeconfig_ref),
         environment=cfg.environment, tags=cfg.tags, region=region.name,
-        network_index=1 + [r.name for r in created if r.cloud == region.cloud].index(region.name)
-        if region.cluster is not None else 0))
+        network_index=number.get(region.name, 0)))
     for region in cfg.regions if region.cluster is not None or region.kubeconfig_ref is not None
 }
 # `dataFlows`: MQTT bridges edge -> region -> core. The brokers are the regions' and sites'

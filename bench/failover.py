@@ -234,7 +234,7 @@ def probe_1000(concurrency: int, tls: tuple[str, Path, Path], timeout_s: float =
                loop_factory: Callable[[], asyncio.AbstractEventLoop] = new_probe_loop,
                pause_collector: bool = True, rounds: int = 3) -> float:  # fmt: skip
     """One round over 500 healthy + 500 black-holed loopback endpoints, half of each https
-    (median of 3 rounds), as the controller and `pulumi up` run it (`probe_many_sync`, on
+    (the median of `rounds` rounds), as the controller and `pulumi up` run it (`probe_many_sync`, on
     the probe loop; `loop_factory=asyncio.new_event_loop`: the standard library's loop)."""
     ca_pem, cert, key = tls
     ports = _free_ports(50)

@@ -243,6 +243,17 @@ def _cluster_name(ref: str, where: str) -> str:
     return name[:40]
 
 
+def _cloud_nodes(prefix: str, cloud: str, region: str) -> list[dict[str, Any]]:
+    """Two untainted nodes of `cloud`'s machine in `region`, one per zone (a, b), named
+    `<prefix>-node-<zone>`: a cloud's core cluster, or a far region's own."""
+    zones = [f"{region}{z}" if cloud == "aws" else f"{region}-{z}" for z in ("a", "b")]
+    return [{"name": f"{prefix}-node-{z[-1]}", "cpu": "4", "memory": "16Gi", "ephemeral_storage": "100Gi",
+             "pods": 110, "taints": [],
+             "labels": {"node.kubernetes.io/instance-type": CLOUD_MACHINES[cloud],
+                        "topology.kubernetes.io/region": region, "topology.kubernetes.io/zone": z}}
+            for z in zones]  # fmt: skip
+
+
 def cluster_plans(cfg: dict[str, Any]) -> list[ClusterPlan]:
     """The clusters a stack file's config asks for: one per enabled cloud that brings a
     `cluster`, and one per kubeconfig its `kubernetes` edge sites and far regions name, with
@@ -255,14 +266,8 @@ def cluster_plans(cfg: dict[str, Any]) -> list[ClusterPlan]:
         if settings.cluster is None:
             continue
         region = str(getattr(settings, "location", None) or getattr(settings, "region", ""))
-        zones = [f"{region}{z}" if cloud == "aws" else f"{region}-{z}" for z in ("a", "b")]
-        nodes = [{"name": f"{cloud}-node-{z[-1]}", "cpu": "4", "memory": "16Gi", "ephemeral_storage": "100Gi",
-                  "pods": 110, "taints": [],
-                  "labels": {"node.kubernetes.io/instance-type": CLOUD_MACHINES[cloud],
-                             "topology.kubernetes.io/region": region, "topology.kubernetes.io/zone": z}}
-                 for z in zones]  # fmt: skip
         by_ref[settings.cluster.kubeconfig_ref] = ClusterPlan(
-            cloud, cloud, region, settings.cluster.kubeconfig_ref, nodes)
+            cloud, cloud, region, settings.cluster.kubeconfig_ref, _cloud_nodes(cloud, cloud, region))
     for i, site in enumerate(edge.sites):
         if site.capabilities.runtime != "kubernetes" or site.kubeconfig_ref is None:
             continue
@@ -295,13 +300,7 @@ def cluster_plans(cfg: dict[str, Any]) -> list[ClusterPlan]:
             plan = by_ref[ref] = ClusterPlan(_cluster_name(ref, f"edgefabric:regions[{far_region.name}].kubeconfigRef"),
                                              "generic", "", ref, [])
         plan.regions.append(far_region.name)
-        for z in ("a", "b"):
-            plan.nodes.append({
-                "name": f"{far_region.name}-node-{z}", "cpu": "4", "memory": "16Gi", "ephemeral_storage": "100Gi",
-                "pods": 110, "taints": [],
-                "labels": {"node.kubernetes.io/instance-type": CLOUD_MACHINES[far_region.cloud],
-                           "topology.kubernetes.io/region": far_region.location,
-                           "topology.kubernetes.io/zone": f"{far_region.location}{z}"}})  # fmt: skip
+        plan.nodes += _cloud_nodes(far_region.name, far_region.cloud, far_region.location)
     names = [p.name for p in by_ref.values()]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

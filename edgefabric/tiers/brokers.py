@@ -45,7 +45,7 @@ from edgefabric.dynamic.pki import Certificate, CertificateAuthority
 from edgefabric.tiers.edge_sites import credentials_dir, credentials_source, state_dir
 from edgefabric.tiers.labels import k8s_labels
 from edgefabric.tiers.network_policies import Listener, namespace_policies
-from edgefabric.tiers.workloads import container
+from edgefabric.tiers.workloads import container, lb_address
 
 CORE_NAMESPACE = "edgefabric-dataflow"
 CORE_NAME = "mqtt-core"
@@ -339,7 +339,7 @@ class DataFlows(pulumi.ComponentResource):
             type="LoadBalancer" if exposed else None, selector=selector,
             ports=[k8s.core.v1.ServicePortArgs(name="mqtts", port=flows.port, target_port=flows.port)]), opts=in_ns)
         names = in_cluster_names(CORE_NAME, CORE_NAMESPACE)
-        address = service.status.apply(_lb_address) if exposed else None
+        address = service.status.apply(lb_address) if exposed else None
         hosts = address.apply(lambda a: [*names, *([a] if a else [])]) if address is not None else names
         configs, certs = self._files(key, Placement(port=flows.port), None, hosts)
         self._k8s_files(f"{cloud}-core", CORE_NAMESPACE, configs, certs, labels, provider, [ns])
@@ -381,7 +381,7 @@ class DataFlows(pulumi.ComponentResource):
                 ports=[k8s.core.v1.ServicePortArgs(name="mqtts", port=flows.port,
                                                    target_port=broker_port(svc.ports))]),
             opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=after_ns))
-        address = bridge.status.apply(_lb_address)
+        address = bridge.status.apply(lb_address)
         hosts = address.apply(lambda a: [*in_cluster_names(svc.name, namespace), *([a] if a else [])])
         configs, certs = self._files(key, Placement(port=broker_port(svc.ports)), upstream, hosts)
         self._k8s_files(region.name, namespace, configs, certs, labels, provider, after_ns)
@@ -412,18 +412,6 @@ class DataFlows(pulumi.ComponentResource):
 def _own_cluster(region: Region, args: DataFlowsArgs) -> bool:
     """Whether `region` runs on a cluster of its own rather than on its cloud's core."""
     return args.region_providers[region.name] is not args.core_providers[region.cloud]
-
-
-def _lb_address(status: Any) -> str:
-    """A Service's load-balancer address: the first ingress `ip`, else its `hostname`."""
-    def get(obj: Any, key: str) -> Any:
-        return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
-    lb = get(status, "load_balancer") or get(status, "loadBalancer") if status is not None else None
-    for point in (get(lb, "ingress") if lb is not None else None) or []:
-        address = get(point, "ip") or get(point, "hostname")
-        if address:
-            return str(address)
-    return ""
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ derive resources from the site's requirements.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -48,6 +50,23 @@ def lb_annotations(cloud: str, *, internal: bool = False) -> dict[str, str]:
         return {}
     return {"azure": {"service.beta.kubernetes.io/azure-load-balancer-internal": "true"},
             "gcp": {"networking.gke.io/load-balancer-type": "Internal"}}.get(cloud, {})
+
+
+def lb_address(status: object) -> str:
+    """The load balancer's address from a Service's `status.loadBalancer.ingress`: the first
+    entry's `ip`, or its `hostname` when it has no ip, which is all an AWS load balancer
+    (an EKS NLB or ELB) ever reports. "" while nothing is reported yet. Reads the SDK's
+    typed status and a plain dict (camelCase) alike."""
+
+    def get(obj: object, key: str) -> Any:
+        return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
+
+    lb = get(status, "load_balancer") or get(status, "loadBalancer")
+    for point in (get(lb, "ingress") if lb is not None else None) or []:
+        address = get(point, "ip") or get(point, "hostname")
+        if address:
+            return str(address)
+    return ""
 
 
 def default_limits(workload: Workload) -> tuple[str, str]:

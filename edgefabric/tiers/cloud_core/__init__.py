@@ -36,7 +36,7 @@ from edgefabric.tiers.cloud_providers import CloudSettings, cloud_provider
 from edgefabric.tiers.images import KeycloakDatabase
 from edgefabric.tiers.labels import cloud_tags, k8s_labels
 from edgefabric.tiers.network_policies import listeners, namespace_policies
-from edgefabric.tiers.workloads import PodShape, default_limits, deploy_service, lb_annotations
+from edgefabric.tiers.workloads import PodShape, default_limits, deploy_service, lb_address, lb_annotations
 
 TIER = "core"
 CORE_NAMESPACE = "edgefabric-core"
@@ -182,7 +182,7 @@ class CloudCore(pulumi.ComponentResource):
             )
             if svc.kind == "api-gateway" and ingress is None:
                 # Clouds answer with an IP (Azure, GCP) or a hostname (AWS NLB).
-                ingress = deployed.service.status.apply(_lb_address)
+                ingress = deployed.service.status.apply(lb_address)
         # Clients reach the gateway through its load balancer; the other services only in-tier.
         namespace_policies(self.cloud, CORE_NAMESPACE,
                            listeners(services, exposed=[s.name for s in services if s.kind == "api-gateway"]),
@@ -222,23 +222,6 @@ def _existing_cluster(existing: ExistingCluster, key: str) -> Cluster:
     the reference, which says where the kubeconfig is read from and is no secret."""
     ref = existing.kubeconfig_ref
     return Cluster(name=pulumi.Output.from_input(ref), kubeconfig=secret_output(ref, key))
-
-
-def _lb_address(status: object) -> str:
-    """The load balancer's address from a Service's `status.loadBalancer.ingress`: the first
-    entry's `ip`, or its `hostname` when it has no ip, which is all an AWS load balancer
-    (an EKS NLB or ELB) ever reports. "" while nothing is reported yet. Reads the SDK's
-    typed status and a plain dict (camelCase) alike."""
-
-    def get(obj: object, key: str) -> Any:
-        return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
-
-    lb = get(status, "load_balancer") or get(status, "loadBalancer")
-    for point in (get(lb, "ingress") if lb is not None else None) or []:
-        address = get(point, "ip") or get(point, "hostname")
-        if address:
-            return str(address)
-    return ""
 
 
 def kubeconfig(server: str, ca_data: str, name: str, user: Mapping[str, Any], namespace: str | None = None) -> str:

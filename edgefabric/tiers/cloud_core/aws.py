@@ -39,11 +39,10 @@ class Network:
     node_routes: list[pulumi.Resource]  # what nodes need before they can join (NAT routes)
 
 
-def network(name: str, region: str, tags: dict[str, str], opts: pulumi.ResourceOptions, p: str = "aws",
-            ranges: AwsRanges | None = None) -> Network:
+def network(name: str, region: str, tags: dict[str, str], opts: pulumi.ResourceOptions, p: str,
+            ranges: AwsRanges) -> Network:
     """The VPC of cluster `name`; `p` prefixes the logical names (the cloud, or a region);
-    `ranges` its addresses (default: the core's, `aws_ranges(0)`)."""
-    ranges = ranges or aws_ranges(0)
+    `ranges` its addresses (`addresses.aws_ranges`)."""
     vpc = aws.ec2.Vpc(f"{p}-vpc", cidr_block=ranges.vpc, enable_dns_hostnames=True,
                       enable_dns_support=True, tags={**tags, "Name": name}, opts=opts)
     shared = {f"kubernetes.io/cluster/{name}": "shared"}

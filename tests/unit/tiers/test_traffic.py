@@ -16,8 +16,8 @@ import pytest
 from pulumi_kubernetes.core.v1 import outputs as k8s_outputs
 
 from edgefabric.config import CustomCheck, StackConfig, load_stack_file
-from edgefabric.tiers.cloud_core import _lb_address
 from edgefabric.tiers.traffic import GlobalTraffic, GlobalTrafficArgs
+from edgefabric.tiers.workloads import lb_address as _lb_address
 from edgefabric.traffic.dns.azure_tm import monitor_config
 from edgefabric.traffic.spec import FailoverSpec, is_name
 from tests.unit.tiers.conftest import rendered_stack
