@@ -96,8 +96,9 @@ def test_stop_from_dir_stops_recorded_components_and_spares_a_reused_pid(tmp_pat
     try:
         pids = {"kube-apiserver": apiserver.pid, "kwok": kwok.pid, "kube-scheduler": stranger.pid}
         (tmp_path / "cluster.json").write_text(json.dumps({"name": "c", "pids": pids}))
-        deadline = time.monotonic() + 5  # until bash has exec'd
-        while time.monotonic() < deadline and not (k8s.cluster_status(tmp_path) or {})["running"]["kwok"]:
+        deadline = time.monotonic() + 5  # until both bashes have exec'd (each on its own time)
+        while time.monotonic() < deadline and not all(
+                (k8s.cluster_status(tmp_path) or {})["running"][c] for c in ("kube-apiserver", "kwok")):
             time.sleep(0.02)
         status = k8s.cluster_status(tmp_path)
         assert status is not None
